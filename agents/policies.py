@@ -1,0 +1,232 @@
+"""MLP policies whose forward pass runs any parameter dict, one or many at once.
+
+MAML needs a policy evaluated with parameters that are *not* its own (the
+adapted ``θ'_i`` of every task), and evaluated for all tasks together. Both
+policies here therefore take an explicit parameter dict in :meth:`forward`:
+
+* **unstacked** parameters (each tensor has the shape of the module's own
+  parameter): observations of any leading shape ``[..., obs_dim]``;
+* **stacked** parameters (each tensor has an extra leading task dimension ``N``):
+  observations ``[N, ..., obs_dim]``; task ``i``'s observations go through task
+  ``i``'s parameters, as one batched matmul per layer (no Python loop over tasks,
+  no ``vmap`` overhead).
+
+``params=None`` uses the module's own parameters. Parameters are a plain
+``dict[str, Tensor]`` keyed like :meth:`torch.nn.Module.named_parameters`, so
+``functional_call``-style code and ``torch.func`` transforms work on them too.
+Log-probabilities are summed over action dimensions (the TRPO/PPO ratio is then
+a true likelihood ratio).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+
+__all__ = [
+    "CategoricalMLPPolicy",
+    "GaussianMLPPolicy",
+    "Params",
+    "Policy",
+    "stack_params",
+    "unstack_params",
+]
+
+Params = dict[str, torch.Tensor]
+
+_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T + bias``; with stacked (3-D) weights, one matmul per task."""
+    if weight.dim() == 2:
+        return torch.nn.functional.linear(x, weight, bias)
+    n = weight.shape[0]
+    lead = x.shape[1:-1]
+    flat = x.reshape(n, -1, x.shape[-1])
+    out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+    return out.reshape(n, *lead, weight.shape[1])
+
+
+class Policy(nn.Module):
+    """Common base of the MLP policies: an MLP torso and a distribution head."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        out_dim: int,
+        hidden_sizes: Sequence[int],
+        activation: str,
+    ) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
+            )
+        if obs_dim < 1 or out_dim < 1 or any(h < 1 for h in hidden_sizes):
+            raise ValueError(
+                f"layer sizes must be ≥ 1, got obs_dim={obs_dim}, hidden={list(hidden_sizes)}, "
+                f"out={out_dim}"
+            )
+        self.obs_dim = int(obs_dim)
+        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        self.activation = activation
+        self._act = _ACTIVATIONS[activation]
+        sizes = (self.obs_dim, *self.hidden_sizes)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.head = nn.Linear(sizes[-1], out_dim)
+        # Orthogonal-ish init as in common TRPO/PPO practice; small output layer so the
+        # initial policy is close to its default (zero mean / uniform) distribution.
+        for layer in self.layers:
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        nn.init.xavier_uniform_(self.head.weight, gain=0.01)
+        nn.init.zeros_(self.head.bias)
+
+    # -- parameters ------------------------------------------------------------
+    def params(self) -> Params:
+        """The module's own parameters as a dict (the meta-parameters θ)."""
+        return dict(self.named_parameters())
+
+    def is_stacked(self, params: Mapping[str, torch.Tensor]) -> bool:
+        """Whether ``params`` carries a leading task dimension; checks every shape."""
+        own = dict(self.named_parameters())
+        if set(params) != set(own):
+            missing = sorted(set(own) - set(params))
+            extra = sorted(set(params) - set(own))
+            raise ValueError(f"parameter dict mismatch: missing {missing}, unexpected {extra}")
+        stacked = None
+        for name, p in own.items():
+            q = params[name]
+            if tuple(q.shape) == tuple(p.shape):
+                this = False
+            elif q.dim() == p.dim() + 1 and tuple(q.shape[1:]) == tuple(p.shape):
+                this = True
+            else:
+                raise ValueError(
+                    f"parameter {name!r} must have shape {tuple(p.shape)} (or [N, *that] "
+                    f"stacked per task), got {tuple(q.shape)}"
+                )
+            if stacked is None:
+                stacked = this
+            elif stacked != this:
+                raise ValueError("parameters mix stacked and unstacked tensors")
+        if stacked:
+            sizes = {params[n].shape[0] for n in own}
+            if len(sizes) != 1:
+                raise ValueError(f"stacked parameters disagree on the task count: {sorted(sizes)}")
+        return bool(stacked)
+
+    def _torso(self, obs: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        x = obs
+        for i in range(len(self.layers)):
+            x = self._act(_linear(x, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]))
+        return _linear(x, params["head.weight"], params["head.bias"])
+
+    def _check_obs(self, obs: torch.Tensor, params: Mapping[str, torch.Tensor]) -> bool:
+        if obs.shape[-1] != self.obs_dim:
+            raise ValueError(
+                f"observations must end in obs_dim={self.obs_dim}, got shape {tuple(obs.shape)}"
+            )
+        stacked = self.is_stacked(params)
+        if stacked:
+            n = params["head.bias"].shape[0]
+            if obs.dim() < 2 or obs.shape[0] != n:
+                raise ValueError(
+                    f"stacked parameters for {n} tasks need observations [{n}, ..., "
+                    f"{self.obs_dim}], got {tuple(obs.shape)}"
+                )
+        return stacked
+
+    def forward(
+        self, obs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
+    ) -> Distribution:
+        raise NotImplementedError
+
+
+class GaussianMLPPolicy(Policy):
+    """Diagonal Gaussian policy: MLP mean, state-independent learned log-std.
+
+    Args:
+        obs_dim: observation size.
+        act_dim: action size.
+        hidden_sizes: hidden layer widths (the MAML paper: ``(100, 100)``).
+        activation: ``"relu"`` (MAML paper) or ``"tanh"`` (pytorch-maml-rl).
+        init_std: initial standard deviation of every action dimension.
+        min_log_std: floor on the log-std, for numerical safety.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int] = (100, 100),
+        activation: str = "relu",
+        init_std: float = 1.0,
+        min_log_std: float = math.log(1e-6),
+    ) -> None:
+        super().__init__(obs_dim, act_dim, hidden_sizes, activation)
+        if not init_std > 0:
+            raise ValueError(f"init_std must be > 0, got {init_std}")
+        self.act_dim = int(act_dim)
+        self.min_log_std = float(min_log_std)
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+
+    def forward(
+        self, obs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
+    ) -> Independent:
+        """The action distribution at ``obs`` (``log_prob`` sums over action dims)."""
+        params = self.params() if params is None else params
+        stacked = self._check_obs(obs, params)
+        mean = self._torso(obs, params)
+        log_std = params["log_std"].clamp(min=self.min_log_std)
+        if stacked:  # [N, act] -> [N, 1, ..., 1, act] to broadcast over the batch dims
+            log_std = log_std.reshape(log_std.shape[0], *([1] * (mean.dim() - 2)), -1)
+        return Independent(Normal(mean, log_std.exp().expand_as(mean)), 1)
+
+
+class CategoricalMLPPolicy(Policy):
+    """Categorical policy over ``num_actions`` discrete actions (MLP logits)."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        num_actions: int,
+        hidden_sizes: Sequence[int] = (100, 100),
+        activation: str = "relu",
+    ) -> None:
+        super().__init__(obs_dim, num_actions, hidden_sizes, activation)
+        self.num_actions = int(num_actions)
+
+    def forward(
+        self, obs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
+    ) -> Categorical:
+        params = self.params() if params is None else params
+        self._check_obs(obs, params)
+        return Categorical(logits=self._torso(obs, params))
+
+
+def stack_params(params: Sequence[Mapping[str, torch.Tensor]] | Mapping[str, torch.Tensor], n: int | None = None) -> Params:
+    """Stack per-task parameter dicts into one dict with a leading task dim.
+
+    With a single (unstacked) dict and ``n``, the dict is broadcast to ``n`` tasks
+    (``expand``: no copy, and gradients flow back to the shared tensors).
+    """
+    if isinstance(params, Mapping):
+        if n is None:
+            raise ValueError("stack_params of a single dict needs the task count n")
+        return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
+    if not params:
+        raise ValueError("stack_params needs at least one parameter dict")
+    keys = list(params[0])
+    return {k: torch.stack([p[k] for p in params]) for k in keys}
+
+
+def unstack_params(params: Mapping[str, torch.Tensor]) -> list[Params]:
+    """Split stacked parameters into one dict per task."""
+    n = next(iter(params.values())).shape[0]
+    return [{k: v[i] for k, v in params.items()} for i in range(n)]

@@ -1,0 +1,310 @@
+"""The task-family protocol: what every meta-RL environment in maml-rl offers.
+
+A *task family* is a :class:`gymnasium.Env` whose dynamics or reward depend on a
+*task* (a goal position, a target velocity, a direction, ...). On top of the
+Gymnasium API it offers
+
+* ``sample_tasks(n, rng) -> list[Task]``: ``n`` tasks drawn from the family's task
+  distribution with the given :class:`numpy.random.Generator` (never the global
+  ``np.random``), so the same generator state gives the same tasks;
+* ``set_task(task)`` and the current ``task``.
+
+Tasks are small frozen dataclasses (subclasses of :class:`Task`): hashable,
+picklable, and serialisable with :meth:`Task.to_dict` / :meth:`Task.from_dict`.
+Each task class declares its fields' allowed values in ``bounds`` (closed interval
+per field) or ``choices`` (a finite set); construction validates them and raises a
+one-line :class:`ValueError` naming the field and what is allowed.
+
+A user plugs in a new family by subclassing :class:`TaskFamily` (together with
+``gymnasium.Env``) and registering it with :func:`register_family`; nothing in the
+sampler, agents or trainer changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = [
+    "Task",
+    "TaskFamily",
+    "family_ids",
+    "family_spec",
+    "make_family",
+    "register_family",
+]
+
+#: Namespace under which the built-in families are registered.
+NAMESPACE = "MetaRL"
+
+
+def _as_value(name: str, owner: str, value: Any) -> float | tuple[float, ...]:
+    """Convert a numpy/torch/list value to a float or a tuple of floats."""
+    if isinstance(value, bool):
+        raise ValueError(f"{owner}.{name} must be a number, got bool {value!r}")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise ValueError(
+            f"{owner}.{name} must be a number or a sequence of numbers, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    arr = np.asarray(value)
+    if arr.ndim != 1 or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise ValueError(
+            f"{owner}.{name} must be a flat sequence of numbers, got {value!r}"
+        )
+    return tuple(float(v) for v in arr)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """Base class of all tasks: a frozen dataclass of float (or float-tuple) fields.
+
+    Subclasses declare fields as ``float`` or ``tuple[float, ...]`` and describe
+    their allowed values:
+
+    * ``bounds``: ``{field: (low, high)}``: every component in ``[low, high]``;
+    * ``choices``: ``{field: (v1, v2, ...)}``: the value is one of these;
+    * ``shapes``: ``{field: n}``: tuple fields must have exactly ``n`` components.
+    """
+
+    bounds: ClassVar[Mapping[str, tuple[float, float]]] = {}
+    choices: ClassVar[Mapping[str, tuple[float, ...]]] = {}
+    shapes: ClassVar[Mapping[str, int]] = {}
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        for f in dataclasses.fields(self):
+            value = _as_value(f.name, owner, getattr(self, f.name))
+            n = self.shapes.get(f.name)
+            if n is not None:
+                if not isinstance(value, tuple) or len(value) != n:
+                    raise ValueError(
+                        f"{owner}.{f.name} must have {n} components, got {value!r}"
+                    )
+            elif isinstance(value, tuple):
+                raise ValueError(f"{owner}.{f.name} must be a single number, got {value!r}")
+            comps = value if isinstance(value, tuple) else (value,)
+            if not all(math.isfinite(c) for c in comps):
+                raise ValueError(f"{owner}.{f.name} must be finite, got {value!r}")
+            if f.name in self.bounds:
+                low, high = self.bounds[f.name]
+                if not all(low <= c <= high for c in comps):
+                    raise ValueError(
+                        f"{owner}.{f.name} must lie in [{low:g}, {high:g}], got {value!r}"
+                    )
+            if f.name in self.choices:
+                allowed = self.choices[f.name]
+                if value not in allowed:
+                    allowed_s = ", ".join(f"{c:g}" for c in allowed)
+                    raise ValueError(
+                        f"{owner}.{f.name} must be one of {{{allowed_s}}}, got {value!r}"
+                    )
+            object.__setattr__(self, f.name, value)
+
+    # -- serialisation ---------------------------------------------------------
+    def to_dict(self) -> dict[str, float | list[float]]:
+        """A JSON-serialisable dict of this task's fields (tuples become lists)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build (and validate) a task from a mapping, rejecting unknown or missing keys."""
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"a {cls.__name__} must be a {cls.__name__} or a mapping, "
+                f"got {type(data).__name__}"
+            )
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(
+                    f"unknown {cls.__name__} field {key!r} (fields: {', '.join(names)}){hint}"
+                )
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"{cls.__name__} is missing field(s): {', '.join(missing)}")
+        return cls(**dict(data))
+
+    @classmethod
+    def coerce(cls, task: Any) -> Self:
+        """Return ``task`` as an instance of ``cls`` (accepts an instance or a mapping)."""
+        if isinstance(task, cls):
+            return task
+        if isinstance(task, Task):
+            raise ValueError(
+                f"expected a {cls.__name__}, got a {type(task).__name__} "
+                "(a task of another family)"
+            )
+        return cls.from_dict(task)
+
+    @classmethod
+    def describe(cls) -> str:
+        """A one-line human description of the fields' allowed values."""
+        parts = []
+        for f in dataclasses.fields(cls):
+            if f.name in cls.choices:
+                vals = ", ".join(f"{c:g}" for c in cls.choices[f.name])
+                parts.append(f"{f.name} ∈ {{{vals}}}")
+            elif f.name in cls.bounds:
+                low, high = cls.bounds[f.name]
+                n = cls.shapes.get(f.name)
+                sup = f"^{n}" if n else ""
+                parts.append(f"{f.name} ∈ [{low:g}, {high:g}]{sup}")
+            else:
+                parts.append(f.name)
+        return "; ".join(parts)
+
+
+class TaskFamily:
+    """Mixin for a :class:`gymnasium.Env` that is a distribution over tasks.
+
+    Subclasses set ``task_cls`` and implement :meth:`sample_tasks` and
+    :meth:`_apply_task` (react to a new task, e.g. store the goal). The initial
+    task is ``default_task`` until :meth:`set_task` is called.
+
+    Optionally a family offers ``make_batched(num_envs)``: a natively batched
+    implementation (:class:`maml_rl.envs.batched.BatchedTaskEnv`) that the
+    sampler picks automatically. It must give the same observations, rewards and
+    terminations as ``num_envs`` copies of the single env.
+    """
+
+    task_cls: ClassVar[type[Task]]
+    #: Episode length used when the family is registered (the time limit).
+    horizon: ClassVar[int]
+    #: One line describing the task distribution (shown by ``maml-rl envs``).
+    task_distribution: ClassVar[str]
+
+    _task: Task
+
+    @property
+    def task(self) -> Task:
+        """The current task."""
+        return self._task
+
+    def set_task(self, task: Task | Mapping[str, Any]) -> None:
+        """Switch to ``task`` (a task instance or a mapping of its fields); validated."""
+        task = self.task_cls.coerce(task)
+        self._task = task
+        self._apply_task(task)
+
+    def _apply_task(self, task: Any) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @classmethod
+    def sample_tasks(cls, n: int, rng: np.random.Generator) -> list[Task]:
+        """Draw ``n`` tasks from the task distribution using ``rng`` only."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _check_sample_args(n: int, rng: Any) -> None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"number of tasks must be an integer ≥ 0, got {n!r}")
+        if not isinstance(rng, np.random.Generator):
+            raise ValueError(
+                "sample_tasks needs a numpy.random.Generator (e.g. np.random.default_rng(0)), "
+                f"got {type(rng).__name__}"
+            )
+
+
+# -- registration ----------------------------------------------------------------
+
+_FAMILIES: dict[str, type] = {}
+
+
+def register_family(
+    env_id: str,
+    entry_point: type | str,
+    *,
+    max_episode_steps: int | None = None,
+    **kwargs: Any,
+) -> None:
+    """Register a task family with Gymnasium under a namespaced, versioned id.
+
+    ``env_id`` must look like ``"Namespace/Name-vK"`` (a change to the dynamics,
+    reward or task distribution bumps ``K``). ``entry_point`` is the env class (a
+    :class:`TaskFamily` subclass) or a ``"module:Class"`` string. The time limit
+    defaults to the class's ``horizon``. Registering the same id twice with the same
+    entry point is a no-op, so modules may be re-imported safely.
+    """
+    ns, name, version = gym.envs.registration.parse_env_id(env_id)
+    if ns is None or version is None:
+        raise ValueError(
+            f"task family ids must look like 'Namespace/Name-vK', got {env_id!r}"
+        )
+    cls = entry_point
+    if isinstance(cls, str):
+        cls = gym.envs.registration.load_env_creator(cls)  # type: ignore[assignment]
+    if not (isinstance(cls, type) and issubclass(cls, TaskFamily)):
+        raise ValueError(f"{env_id}: entry point {entry_point!r} is not a TaskFamily subclass")
+    if max_episode_steps is None:
+        max_episode_steps = cls.horizon
+    if env_id in gym.registry:
+        if _FAMILIES.get(env_id) is cls:
+            return
+        raise ValueError(f"{env_id} is already registered with another entry point")
+    gym.register(
+        id=env_id,
+        entry_point=cls,  # type: ignore[arg-type]
+        max_episode_steps=max_episode_steps,
+        kwargs=kwargs,
+    )
+    _FAMILIES[env_id] = cls
+
+
+def family_ids() -> list[str]:
+    """Ids of all registered task families, sorted."""
+    import maml_rl.envs  # noqa: F401  (registers the built-in families)
+
+    return sorted(_FAMILIES)
+
+
+def family_spec(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The Gymnasium spec of a registered task family; unknown ids suggest the closest."""
+    ids = family_ids()
+    if env_id not in _FAMILIES:
+        close = difflib.get_close_matches(env_id, ids, n=1, cutoff=0.4)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown task family {env_id!r}{hint} (run `maml-rl envs` to list them)"
+        )
+    return gym.spec(env_id)
+
+
+def family_class(env_id: str) -> type:
+    """The env class of a registered task family."""
+    family_spec(env_id)
+    return _FAMILIES[env_id]
+
+
+def make_family(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make`` for a task family, with a clear error for an unknown id."""
+    family_spec(env_id)
+    return gym.make(env_id, **kwargs)
+
+
+def unwrap_family(env: gym.Env) -> TaskFamily:
+    """The :class:`TaskFamily` inside a (possibly wrapped) env."""
+    inner = env.unwrapped
+    if not isinstance(inner, TaskFamily):
+        raise ValueError(f"{inner!r} is not a task family")
+    return inner
+
+
+def check_tasks(tasks: Sequence[Any], task_cls: type[Task]) -> list[Task]:
+    """Coerce and validate a sequence of tasks for one family."""
+    return [task_cls.coerce(t) for t in tasks]
