@@ -1,0 +1,130 @@
+"""Checkpoints: one ``checkpoint.pt`` per run folder, written atomically.
+
+A checkpoint is a plain dict that :func:`torch.load` can read with
+``weights_only=True`` — tensors, and Python containers of str/int/float/bool/None
+— so loading one never executes code from the file:
+
+=================== =============================================================
+``format_version``  :data:`FORMAT_VERSION`
+``maml_rl_version`` the package version that wrote it
+``iteration``       meta-iterations completed
+``env_steps``       cumulative environment steps
+``config``          the run's config (:meth:`maml_rl.config.Config.to_dict`)
+``policy``          the policy's ``state_dict`` (θ)
+``agent``           the agent's ``state_dict`` (e.g. the outer optimiser)
+``rng``             ``{"seed": int, "torch": ByteTensor}`` — the trainer derives every
+                    per-iteration seed from ``(seed, iteration)``, so these and
+                    ``iteration`` are the whole random state
+=================== =============================================================
+
+Writing goes to a temporary file in the same folder, which is then renamed over
+the old checkpoint (:func:`os.replace` is atomic): a crash or Ctrl-C while
+saving leaves the previous checkpoint intact, never a torn file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "FORMAT_VERSION",
+    "checkpoint_path",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT_VERSION = 1
+_REQUIRED = ("format_version", "iteration", "env_steps", "config", "policy", "agent", "rng")
+
+
+def checkpoint_path(run_dir_or_file: str | Path) -> Path:
+    """The checkpoint file of a run folder (a path to a file is returned as is)."""
+    p = Path(run_dir_or_file)
+    return p / CHECKPOINT_NAME if p.is_dir() else p
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file + :func:`os.replace`).
+
+    Args:
+        path: the checkpoint file, or a run folder (then ``<folder>/checkpoint.pt``).
+        state: the checkpoint dict (see the module docstring); only tensors and plain
+            Python containers/scalars, so that ``weights_only`` loading accepts it.
+
+    Returns:
+        The path written.
+    """
+    path = checkpoint_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
+        os.replace(tmp, path)
+    except BaseException:  # including KeyboardInterrupt: never leave the temp file behind
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself (best effort: not every platform can open folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint (``weights_only=True``, tensors on CPU) and check its format.
+
+    Args:
+        path: a run folder or a checkpoint file.
+
+    Raises:
+        ValueError: one line — no such folder or file, the folder has no checkpoint,
+            or the file is corrupt or not a maml-rl checkpoint.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"no run folder or checkpoint at {str(path)!r}")
+    file = checkpoint_path(p)
+    if not file.is_file():
+        raise ValueError(
+            f"run folder {str(path)!r} has no {CHECKPOINT_NAME} (it is written every "
+            "checkpoint_every iterations and at the end; nothing to resume)"
+        )
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {str(file)!r} is corrupt or unreadable: {reason}") from None
+    if not isinstance(state, dict) or "format_version" not in state:
+        raise ValueError(f"{str(file)!r} is not a maml-rl checkpoint")
+    if state["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"checkpoint {str(file)!r} has format version {state['format_version']!r}; this "
+            f"maml-rl reads version {FORMAT_VERSION}"
+        )
+    missing = [k for k in _REQUIRED if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint {str(file)!r} is incomplete: missing {', '.join(missing)}")
+    return state

@@ -1,0 +1,579 @@
+"""Typed, validated training configuration.
+
+A :class:`Config` is a tree of frozen dataclasses. Every field has a type, a
+default, an optional range and a docstring; the defaults form the *embedded
+default run* (a short Navigation2D meta-training that finishes in a minute or
+two on a laptop CPU). Presets in ``configs/*.yaml`` override any subset of the
+fields, and ``KEY=VALUE`` overrides (dotted keys, YAML-parsed values) apply on
+top::
+
+    cfg = load_config("configs/halfcheetah_vel_trpo.yaml", ["maml.fast_lr=0.05", "seed=3"])
+    cfg.maml.fast_lr          # 0.05
+    cfg.to_dict()             # plain nested dict (YAML/JSON/checkpoint friendly)
+
+Anything wrong — an unknown key (the closest valid key is suggested), a value of
+the wrong type, a value out of range — raises *one* :class:`ValueError` that
+names the dotted key, what was expected and what was given.
+
+The names follow DESIGN.md's vocabulary (``meta_batch_size``, ``fast_batch_size``,
+``fast_lr``, ``max_kl``, ...), grouped by who uses them:
+
+=========== ==============================================================
+``env``     the task family (id, constructor kwargs, episode length)
+``policy``  the MLP policy
+``sampler`` the rollout backend and its workers
+``maml``    the meta-learning loop shared by every agent (tasks, episodes,
+            inner step, discounting)
+``trpo``    the MAML-TRPO outer step (``agent: maml_trpo``)
+``ppo``     the MAML-PPO outer step (``agent: maml_ppo``)
+=========== ==============================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "Config",
+    "EnvConfig",
+    "MAMLConfig",
+    "PPOConfig",
+    "PolicyConfig",
+    "SamplerConfig",
+    "TRPOConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "dump_yaml",
+    "load_config",
+    "parse_override",
+    "parse_yaml",
+]
+
+
+def _field(
+    default: Any = dataclasses.MISSING,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A dataclass field with an optional numeric range (checked on construction)."""
+    bounds = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt}.items() if v is not None}
+    return dataclasses.field(default=default, metadata={"bounds": bounds})
+
+
+# -- sections ------------------------------------------------------------------
+
+
+class _Validated:
+    """Checks every field's type and range when a section is constructed directly.
+
+    (:func:`config_from_dict` checks before construction, so that its errors carry the
+    full dotted key; this catches ``MAMLConfig(meta_batch_size=0)`` in code.)
+    """
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                continue
+            value = _coerce(hints[f.name], value, f.name)
+            _check_bounds(value, f.metadata.get("bounds", {}), f.name)
+            object.__setattr__(self, f.name, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig(_Validated):
+    """The task family."""
+
+    id: str = "MetaRL/Navigation2D-v0"
+    """Registered task-family id (``maml-rl envs`` lists them)."""
+
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Keyword arguments for the env's constructor (``gymnasium.make(id, **kwargs)``)."""
+
+    max_episode_steps: int | None = _field(None, ge=1)
+    """Episode length (time limit); ``null`` keeps the family's registered horizon."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig(_Validated):
+    """The Gaussian (continuous actions) or categorical (discrete actions) MLP policy."""
+
+    hidden_sizes: tuple[int, ...] = _field((100, 100), ge=1)
+    """Hidden layer widths (the MAML paper: two layers of 100)."""
+
+    activation: Literal["relu", "tanh"] = "relu"
+    """Hidden-layer nonlinearity (the MAML paper: ReLU)."""
+
+    init_std: float = _field(1.0, gt=0.0)
+    """Initial action standard deviation of the Gaussian policy (state-independent, learned)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig(_Validated):
+    """Where the rollouts run (the same seed gives the same episodes on every backend)."""
+
+    backend: Literal["sync", "process", "ray"] = "sync"
+    """``sync``: in the trainer process; ``process``: local worker processes; ``ray``: Ray
+    actors."""
+
+    num_workers: int = _field(1, ge=1)
+    """Number of worker processes / Ray actors (ignored by ``sync``)."""
+
+    ray_address: str | None = None
+    """Address of a running Ray cluster (``ray start --head``); ``null`` starts a local one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLConfig(_Validated):
+    """The meta-learning loop shared by every agent."""
+
+    meta_batch_size: int = _field(20, ge=1)
+    """Tasks sampled per meta-iteration."""
+
+    fast_batch_size: int = _field(20, ge=1)
+    """Episodes per task for each inner step and for the post-adaptation (validation) batch."""
+
+    num_adapt_steps: int = _field(1, ge=1)
+    """Inner policy-gradient steps per task."""
+
+    fast_lr: float = _field(0.1, gt=0.0)
+    """Inner-step learning rate α (the MAML paper: 0.1)."""
+
+    first_order: bool = False
+    """Drop the second-order terms (no graph through the inner step): first-order MAML."""
+
+    gamma: float = _field(0.99, ge=0.0, le=1.0)
+    """Discount factor."""
+
+    gae_lambda: float = _field(1.0, ge=0.0, le=1.0)
+    """GAE λ (1.0: Monte-Carlo returns minus the baseline, as in the MAML paper)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TRPOConfig(_Validated):
+    """The MAML-TRPO outer step (used when ``agent: maml_trpo``)."""
+
+    max_kl: float = _field(0.01, gt=0.0)
+    """Trust region: largest mean KL(π_θ_old ‖ π_θ) of the post-adaptation policies."""
+
+    cg_iters: int = _field(10, ge=1)
+    """Conjugate-gradient iterations for the natural-gradient direction."""
+
+    cg_damping: float = _field(1e-5, ge=0.0)
+    """Damping added to the Fisher-vector products (``(F + damping·I) v``)."""
+
+    ls_max_steps: int = _field(15, ge=1)
+    """Backtracking line-search steps before the update is rejected."""
+
+    ls_backtrack_ratio: float = _field(0.8, gt=0.0, lt=1.0)
+    """Step shrink factor per line-search step."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig(_Validated):
+    """The MAML-PPO outer step (used when ``agent: maml_ppo``)."""
+
+    clip_range: float = _field(0.2, gt=0.0, lt=1.0)
+    """PPO ratio clipping ε (the surrogate clips π_θ'/π_old to [1 − ε, 1 + ε])."""
+
+    ppo_epochs: int = _field(5, ge=1)
+    """Outer optimisation epochs per meta-iteration (adaptation recomputed in each)."""
+
+    meta_lr: float = _field(3e-4, gt=0.0)
+    """Adam learning rate of the outer step."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config(_Validated):
+    """A complete training run. The defaults are the embedded short Navigation2D run."""
+
+    agent: Literal["maml_trpo", "maml_ppo"] = "maml_trpo"
+    """Meta-learner: ``maml_trpo`` (uses ``trpo.*``) or ``maml_ppo`` (uses ``ppo.*``)."""
+
+    seed: int = _field(1, ge=0)
+    """Root seed: tasks, rollouts and the policy's initialisation all derive from it."""
+
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    """Torch device of the meta-update (rollouts always run on CPU); ``auto``: CUDA if present."""
+
+    num_batches: int = _field(40, ge=1)
+    """Meta-iterations (outer updates) to run."""
+
+    checkpoint_every: int = _field(10, ge=0)
+    """Write ``checkpoint.pt`` every this many iterations (and always at the end); 0: only
+    at the end."""
+
+    logdir: str = "runs"
+    """Parent folder of the run folder."""
+
+    run_name: str | None = None
+    """Run folder name under ``logdir``; ``null``: ``<env-name>-<agent>-<timestamp>``."""
+
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+    """The task family."""
+
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    """The policy network."""
+
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
+    """The rollout backend."""
+
+    maml: MAMLConfig = dataclasses.field(default_factory=MAMLConfig)
+    """The meta-learning loop."""
+
+    trpo: TRPOConfig = dataclasses.field(default_factory=TRPOConfig)
+    """MAML-TRPO settings."""
+
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    """MAML-PPO settings."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sampler.ray_address is not None and self.sampler.backend != "ray":
+            raise ValueError(
+                f"sampler.ray_address is only used by sampler.backend=ray, got backend="
+                f"{self.sampler.backend!r}; set sampler.backend=ray or drop the address"
+            )
+        if self.run_name is not None and (
+            not self.run_name or "/" in self.run_name or self.run_name in (".", "..")
+        ):
+            raise ValueError(
+                f"run_name must be a plain folder name (no '/'), got {self.run_name!r}"
+            )
+
+    # -- conversions -----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A nested dict of plain Python values (tuples become lists); round-trips through
+        :func:`config_from_dict`."""
+        return _to_plain(self)
+
+    def flat(self) -> dict[str, Any]:
+        """The config as ``{"dotted.key": value}`` (e.g. for a hyperparameter table)."""
+        out: dict[str, Any] = {}
+
+        def walk(d: Mapping[str, Any], prefix: str) -> None:
+            for k, v in d.items():
+                if isinstance(v, Mapping) and v and k != "kwargs":
+                    walk(v, f"{prefix}{k}.")
+                else:
+                    out[f"{prefix}{k}"] = v
+
+        walk(self.to_dict(), "")
+        return out
+
+    def replace(self, overrides: Sequence[str] | Mapping[str, Any]) -> Config:
+        """A new config with dotted-key overrides applied (``["maml.fast_lr=0.05"]`` or
+        ``{"maml.fast_lr": 0.05}``), validated."""
+        return config_from_dict(apply_overrides(self.to_dict(), overrides))
+
+    @property
+    def env_name(self) -> str:
+        """The family id without its namespace (``"Navigation2D-v0"``)."""
+        return self.env.id.rsplit("/", 1)[-1]
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+# -- validation ----------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is tuple:
+        inner = typing.get_args(tp)[0]
+        plural = {int: "integers", float: "numbers", str: "strings"}.get(inner, str(inner))
+        return f"a list of {plural}"
+    if origin is dict:
+        return "a mapping"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _got(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a config dataclass (sections and leaves)."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        keys.append(prefix + f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys.extend(_all_keys(hints[f.name], f"{prefix}{f.name}."))
+    return keys
+
+
+def _unknown_key(cls: type, key: str, prefix: str) -> ValueError:
+    names = [f.name for f in dataclasses.fields(cls)]
+    dotted = prefix + key
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    suggestion = prefix + close[0] if close else None
+    if suggestion is None:
+        # A key put in the wrong section (``fast_lr=0.1`` instead of ``maml.fast_lr=0.1``).
+        everywhere = _all_keys(Config)
+        same_leaf = [k for k in everywhere if k.rsplit(".", 1)[-1] == key]
+        close = same_leaf or difflib.get_close_matches(dotted, everywhere, n=1, cutoff=0.6)
+        suggestion = close[0] if close else None
+    where = f"in section '{prefix[:-1]}'" if prefix else "at the top level"
+    hint = f"; did you mean '{suggestion}'?" if suggestion else f" (valid: {', '.join(names)})"
+    return ValueError(f"unknown config key '{dotted}' {where}{hint}")
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it in canonical form."""
+    origin = typing.get_origin(tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{key} must be a section (a mapping of keys), got {_got(value)}")
+        return _build(tp, value, f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ValueError(f"{key} must be {_type_name(tp)}, got null")
+        (inner,) = [a for a in args if a is not type(None)]
+        try:
+            return _coerce(inner, value, key)
+        except ValueError:
+            raise ValueError(f"{key} must be {_type_name(tp)}, got {_got(value)}") from None
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed or isinstance(value, bool):
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{key} must be {_type_name(tp)}, got {_got(value)}{hint}")
+        return value
+    if origin is tuple:
+        (inner, _) = typing.get_args(tp)
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+            raise ValueError(f"{key} must be {_type_name(tp)}, got {_got(value)}")
+        return tuple(_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ValueError(f"{key} must be a mapping with string keys, got {_got(value)}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be a boolean (true/false), got {_got(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key} must be an integer, got {_got(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number, got {_got(value)}")
+        if not math.isfinite(value):
+            raise ValueError(f"{key} must be finite, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {_got(value)}")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} for {key}")  # pragma: no cover
+
+
+_SYMBOLS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+_CHECKS = {
+    "ge": lambda v, lim: v >= lim,
+    "gt": lambda v, lim: v > lim,
+    "le": lambda v, lim: v <= lim,
+    "lt": lambda v, lim: v < lim,
+}
+
+
+def _check_bounds(value: Any, bounds: Mapping[str, float], key: str) -> None:
+    if not bounds or value is None:
+        return
+    for v in value if isinstance(value, tuple) else (value,):
+        if not all(_CHECKS[op](v, lim) for op, lim in bounds.items()):
+            allowed = " and ".join(f"{_SYMBOLS[op]} {lim:g}" for op, lim in bounds.items())
+            raise ValueError(f"{key} must be {allowed}, got {value!r}")
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise _unknown_key(cls, str(key), prefix)
+    kwargs = {}
+    for name, value in data.items():
+        key = prefix + name
+        coerced = _coerce(hints[name], value, key)
+        _check_bounds(coerced, fields[name].metadata.get("bounds", {}), key)
+        kwargs[name] = coerced
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any] | None) -> Config:
+    """Build and validate a :class:`Config` from a (partial) nested dict.
+
+    Missing keys keep their defaults. Raises one :class:`ValueError` naming the
+    dotted key on an unknown key, a wrong type or an out-of-range value.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a config must be a mapping of keys, got {_got(data)}")
+    return _build(Config, data)
+
+
+# -- YAML and overrides -----------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """A safe YAML loader that also reads ``1e-5`` as a float (YAML 1.2 rules).
+
+    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-5``) and ``1e-5`` is a
+    string — a classic trap for learning rates and damping constants.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML text (floats like ``1e-5`` included); a syntax error is one line."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{source}: invalid YAML{where}: {problem}") from None
+
+
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    """YAML text for a nested dict of plain values, keys in their given order."""
+    return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=None)
+
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``"maml.fast_lr=0.05"`` into ``("maml.fast_lr", 0.05)`` (the value is YAML)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not _KEY_RE.match(key):
+        raise ValueError(
+            f"overrides must look like KEY=VALUE with a dotted key (e.g. maml.fast_lr=0.05), "
+            f"got {text!r}"
+        )
+    return key, parse_yaml(raw, source=f"override {text!r}")
+
+
+def apply_overrides(
+    data: Mapping[str, Any], overrides: Sequence[str] | Mapping[str, Any]
+) -> dict[str, Any]:
+    """A deep copy of the nested dict ``data`` with dotted-key overrides set.
+
+    ``overrides`` is a list of ``"KEY=VALUE"`` strings or a ``{dotted_key: value}``
+    mapping. Keys are not checked here (validation of the result names any unknown
+    key and suggests the closest one).
+    """
+    import copy
+
+    out = copy.deepcopy(dict(data))
+    items = (
+        list(overrides.items())
+        if isinstance(overrides, Mapping)
+        else [parse_override(o) for o in overrides]
+    )
+    for key, value in items:
+        parts = key.split(".")
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                section = ".".join(parts[: depth + 1])
+                raise ValueError(
+                    f"override {key!r}: '{section}' is a value, not a section "
+                    f"(set it with {section}=VALUE)"
+                )
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()
+) -> Config:
+    """Load a config: the embedded default, updated by a YAML file, then by overrides.
+
+    Args:
+        path: a YAML preset (any subset of the keys); ``None`` for the embedded default.
+        overrides: ``["section.key=value", ...]`` or ``{"section.key": value}``.
+
+    Raises:
+        ValueError: one line — a missing or unreadable file, invalid YAML, an unknown
+            key, a wrong type or an out-of-range value (naming the dotted key).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(
+                f"config file {str(path)!r} not found (presets live in configs/, e.g. "
+                "configs/navigation2d_trpo.yaml)"
+            )
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read config file {str(path)!r}: {exc}") from None
+        loaded = parse_yaml(text, source=str(path))
+        if loaded is not None and not isinstance(loaded, Mapping):
+            raise ValueError(f"{path}: a config file must be a mapping of keys, got {_got(loaded)}")
+        data = dict(loaded or {})
+        try:
+            config_from_dict(data)  # report file errors with the file's name
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return config_from_dict(data)
