@@ -25,6 +25,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.utils import seeding
 
 from maml_rl.tasks import Task
 
@@ -34,7 +35,8 @@ __all__ = ["BatchedTaskEnv"]
 class BatchedTaskEnv(gym.vector.VectorEnv):
     """Base class of natively batched families (see the module docstring)."""
 
-    metadata: dict[str, Any] = {"autoreset_mode": None}
+    # An instance attribute in Gymnasium's VectorEnv, so not a ClassVar here.
+    metadata: dict[str, Any] = {"autoreset_mode": None}  # noqa: RUF012
     task_cls: type[Task]
 
     def __init__(self, num_envs: int, max_episode_steps: int) -> None:
@@ -46,6 +48,8 @@ class BatchedTaskEnv(gym.vector.VectorEnv):
         self.max_episode_steps = int(max_episode_steps)
         self._elapsed = 0
         self.tasks: list[Task] = []
+        #: Env ``k``'s random generator, the batched twin of ``gym.Env.np_random``.
+        self.np_randoms: list[np.random.Generator | None] = [None] * self.num_envs
 
     def set_tasks(self, tasks: Sequence[Task | dict[str, Any]]) -> None:
         """Give env ``k`` the task ``tasks[k]`` (exactly ``num_envs`` tasks)."""
@@ -63,14 +67,47 @@ class BatchedTaskEnv(gym.vector.VectorEnv):
         if isinstance(seed, (int, np.integer)):
             # Gymnasium's convention for vector envs: env k gets seed + k.
             return [int(seed) + k for k in range(self.num_envs)]
-        seeds = [int(s) for s in seed]
+        seeds: list[int | None] = [int(s) for s in seed]
         if len(seeds) != self.num_envs:
             raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seeds)}")
         return seeds
 
+    def _reseed(self, seed: int | Sequence[int] | None) -> None:
+        """Update the per-env generators as ``gym.Env.reset(seed=s_k)`` would.
+
+        A seed re-creates env ``k``'s generator with
+        ``gymnasium.utils.seeding.np_random(s_k)``; ``None`` keeps the current one
+        (or draws a fresh, OS-seeded one the first time), exactly like the single
+        env, so both then make the same draws.
+        """
+        for k, s in enumerate(self._seeds(seed)):
+            if s is not None or self.np_randoms[k] is None:
+                self.np_randoms[k] = seeding.np_random(s)[0]
+
     def _check_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Validate a batch of actions: float64 ``[K, *act_shape]``, or int64 ``[K]``
+        (values in ``[0, n)``) for a ``Discrete`` action space."""
+        space = self.single_action_space
+        if isinstance(space, gym.spaces.Discrete):
+            raw = np.asarray(actions)
+            if raw.shape != (self.num_envs,):
+                raise ValueError(
+                    f"actions must have shape ({self.num_envs},) (one action index per env), "
+                    f"got {raw.shape}"
+                )
+            discrete = raw.astype(np.int64)
+            if (
+                not np.array_equal(discrete, raw)
+                or np.any(discrete < space.start)
+                or np.any(discrete >= space.start + space.n)
+            ):
+                raise ValueError(
+                    f"actions must be integers in [{space.start}, {space.start + space.n - 1}], "
+                    f"got {raw!r}"
+                )
+            return discrete
         actions = np.asarray(actions, dtype=np.float64)
-        expected = (self.num_envs, *self.single_action_space.shape)
+        expected = (self.num_envs, *(space.shape or ()))
         if actions.shape != expected:
             raise ValueError(f"actions must have shape {expected}, got {actions.shape}")
         return actions
