@@ -13,7 +13,7 @@ from gymnasium import spaces
 from maml_rl.envs.batched import BatchedTaskEnv
 from maml_rl.tasks import Task, TaskFamily
 
-__all__ = ["GoalTask2D", "Navigation2DEnv", "BatchedNavigation2D"]
+__all__ = ["BatchedNavigation2D", "GoalTask2D", "Navigation2DEnv"]
 
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
 MAX_STEP = 0.1
@@ -112,9 +112,7 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
         self._pos = np.zeros(2)
         return self._pos.astype(np.float32), {}
 
-    def step(
-        self, action: np.ndarray
-    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (2,):
             raise ValueError(f"action must have shape (2,), got {action.shape}")
@@ -125,9 +123,14 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
         return self._pos.astype(np.float32), reward, False, False, info
 
     @classmethod
-    def make_batched(cls, num_envs: int, max_episode_steps: int | None = None) -> BatchedNavigation2D:
+    def make_batched(
+        cls, num_envs: int, max_episode_steps: int | None = None
+    ) -> BatchedNavigation2D:
         """The natively batched version (all points as one array)."""
-        return BatchedNavigation2D(num_envs, max_episode_steps or cls.horizon)
+        # `is None`, not `or`: a time limit of 0 must be rejected, not replaced.
+        return BatchedNavigation2D(
+            num_envs, cls.horizon if max_episode_steps is None else max_episode_steps
+        )
 
 
 class BatchedNavigation2D(BatchedTaskEnv):

@@ -244,3 +244,9 @@ def test_task_serialisation_round_trip(env_id: str) -> None:
     assert family.task_cls.from_dict(task.to_dict()) == task
     assert pickle.loads(pickle.dumps(task)) == task
     assert hash(pickle.loads(pickle.dumps(task))) == hash(task)
+
+
+@pytest.mark.parametrize("env_id", [*DISCRETE_IDS, "MetaRL/Navigation2D-v0"])
+def test_make_batched_rejects_a_zero_time_limit(env_id: str) -> None:
+    with pytest.raises(ValueError, match="max_episode_steps must be ≥ 1, got 0"):
+        family_class(env_id).make_batched(2, max_episode_steps=0)
