@@ -1,0 +1,382 @@
+"""Shared machinery of the MuJoCo locomotion families (HalfCheetah*, Ant*).
+
+Each family is a subclass of a Gymnasium v5 MuJoCo env (same bundled model,
+same observation, same start-state noise) whose reward depends on a task. The
+reward is written **once**, as a function vectorised over a leading env axis
+``K`` (:meth:`MujocoTaskFamily._evaluate`), and used by both faces of the
+family:
+
+* the single env (``gymnasium.make("MetaRL/AntVel-v0")``) calls it with ``K = 1``;
+* :class:`BatchedMujocoEnv` (``family.make_batched(K)``) holds ``K`` ``MjData`` of
+  one ``MjModel``, steps them in one Python loop, gathers their state into
+  preallocated ``[K, ...]`` arrays and calls it once for all ``K``.
+
+Because the physics calls are the same (``ctrl ← action``, ``mj_step`` with
+``nstep = frame_skip``, then ``mj_rnePostConstraint`` when contact forces are
+used) and every array operation in the reward is elementwise or a fixed-order
+sum (:func:`sum_squares`), the batched env reproduces the single env **bitwise**.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces, utils
+
+from maml_rl.envs.batched import BatchedTaskEnv
+from maml_rl.tasks import Task, TaskFamily
+
+__all__ = [
+    "BatchedMujocoEnv",
+    "DirectionTask",
+    "MujocoTaskFamily",
+    "Transition",
+    "VelocityTask",
+    "sum_squares",
+]
+
+#: Gymnasium v5's default start-state noise (uniform on qpos, Gaussian on qvel).
+RESET_NOISE_SCALE = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class VelocityTask(Task):
+    """A target forward velocity ``velocity`` (m/s).
+
+    Base class only: each family subclasses it with its own range in ``bounds``
+    (e.g. :class:`~maml_rl.envs.half_cheetah.HalfCheetahVelTask`), so a task of one
+    family is rejected by another.
+    """
+
+    velocity: float
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectionTask(Task):
+    """A direction of motion along the x axis: ``+1`` (forward) or ``-1`` (backward)."""
+
+    direction: float
+
+    choices: ClassVar = {"direction": (-1.0, 1.0)}
+
+
+def sum_squares(x: np.ndarray) -> np.ndarray:
+    """Row-wise sum of squares ``[K, n] -> [K]`` in an order independent of ``K``.
+
+    ``np.sum(x * x, axis=1)`` may add a row's elements in a different order
+    depending on the array's shape (pairwise blocks vs column sweeps), so a
+    single env (``K = 1``) and a batched env would disagree in the last bit.
+    Here the squares are zero-padded to a power of two and halved by elementwise
+    adds, a fixed binary tree: the same bits for any ``K``.
+    """
+    sq = x * x
+    k, n = sq.shape
+    width = 1 << max(n - 1, 0).bit_length()
+    if width != n:
+        sq = np.concatenate([sq, np.zeros((k, width - n))], axis=1)
+    while width > 1:
+        width //= 2
+        sq = sq[:, :width] + sq[:, width:]
+    return sq[:, 0]
+
+
+class Transition(NamedTuple):
+    """One step of ``K`` simulations, the input of a family's reward function.
+
+    Attributes:
+        action: ``[K, nu]`` float64, the actions as given (before MuJoCo's
+            ``ctrlrange`` clamp).
+        pos_before: ``[K, d]``, the family's tracked position before the step.
+        pos_after: ``[K, d]``, the same after the step.
+        qpos: ``[K, nq]`` joint positions after the step.
+        qvel: ``[K, nv]`` joint velocities after the step.
+        cfrc_ext: ``[K, nbody, 6]`` external contact wrenches after the step
+            (``None`` for families that do not use them).
+        dt: seconds per env step (``timestep * frame_skip``).
+    """
+
+    action: np.ndarray
+    pos_before: np.ndarray
+    pos_after: np.ndarray
+    qpos: np.ndarray
+    qvel: np.ndarray
+    cfrc_ext: np.ndarray | None
+    dt: float
+
+
+class MujocoTaskFamily(TaskFamily):
+    """Mixin for a task family on a Gymnasium v5 MuJoCo env.
+
+    Use as ``class AntVelEnv(MujocoTaskFamily, AntEnv)``. It replaces ``step``
+    (physics exactly as v5's ``do_simulation``; reward from :meth:`_evaluate`),
+    keeps v5's ``reset`` and ``_get_obs``, and provides :meth:`make_batched`.
+    Subclasses define the hooks below, all vectorised over a leading env axis.
+    """
+
+    #: Whether the reward/observation reads ``cfrc_ext`` (needs ``mj_rnePostConstraint``).
+    uses_contact_forces: ClassVar[bool] = False
+
+    # Provided by the Gymnasium MujocoEnv base.
+    model: mujoco.MjModel
+    data: mujoco.MjData
+    frame_skip: int
+    init_qpos: np.ndarray
+    init_qvel: np.ndarray
+    observation_space: spaces.Box
+    action_space: spaces.Box
+    render_mode: str | None
+    dt: float
+    do_simulation: Callable[[np.ndarray, int], None]
+    _get_obs: Callable[[], np.ndarray]
+    render: Callable[[], Any]
+
+    # -- hooks -------------------------------------------------------------------
+    @classmethod
+    def _task_params(cls, tasks: Sequence[Task]) -> np.ndarray:
+        """The tasks as a float64 array ``[K, p]`` (what :meth:`_evaluate` reads)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _tracked_position(data: mujoco.MjData) -> np.ndarray:
+        """A view into ``data`` of the position whose change is the velocity."""
+        raise NotImplementedError
+
+    @classmethod
+    def _evaluate(
+        cls, params: np.ndarray, tr: Transition
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Rewards ``[K]``, terminations ``[K]`` (bool) and info arrays ``[K]``."""
+        raise NotImplementedError
+
+    @classmethod
+    def _observe(
+        cls, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None
+    ) -> np.ndarray:
+        """Observations ``[K, obs_dim]`` from gathered state (equal to v5's ``_get_obs``)."""
+        raise NotImplementedError
+
+    # -- single env ----------------------------------------------------------------
+    def _init_family(self, task: Task | dict[str, Any] | None, *ezpickle_args: Any) -> None:
+        """Finish ``__init__``: pickling by constructor args, then the initial task."""
+        # v5's EzPickle records the parent's constructor arguments; record ours.
+        utils.EzPickle.__init__(self, task, *ezpickle_args)  # type: ignore[arg-type]
+        self.set_task(task if task is not None else self.default_task())
+
+    @classmethod
+    def default_task(cls) -> Task:
+        """The task used before :meth:`set_task` is called."""
+        raise NotImplementedError
+
+    def _apply_task(self, task: Task) -> None:
+        self._params = self._task_params([task])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Rebuild from the constructor arguments (MuJoCo objects do not pickle),
+        # but keep the current task rather than the one given to __init__.
+        state = utils.EzPickle.__getstate__(self)  # type: ignore[arg-type]
+        state["task"] = self.task
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        utils.EzPickle.__setstate__(self, state)  # type: ignore[arg-type]
+        self.set_task(state["task"])
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        # float64 first: the control cost must not depend on the action's dtype
+        # (the batched env works in float64 too).
+        action = np.asarray(action, dtype=np.float64)
+        pos_before = self._tracked_position(self.data).copy()
+        # v5's do_simulation: shape check, ctrl ← action, mj_step(nstep=frame_skip),
+        # mj_rnePostConstraint (fills cfrc_ext).
+        self.do_simulation(action, self.frame_skip)
+        tr = Transition(
+            action=action[None],
+            pos_before=pos_before[None],
+            pos_after=self._tracked_position(self.data).copy()[None],
+            qpos=self.data.qpos.copy()[None],
+            qvel=self.data.qvel.copy()[None],
+            cfrc_ext=self.data.cfrc_ext.copy()[None] if self.uses_contact_forces else None,
+            dt=self.dt,
+        )
+        reward, terminated, terms = self._evaluate(self._params, tr)
+        observation = self._get_obs()
+        info = {key: value[0] for key, value in terms.items()}
+        if self.render_mode == "human":
+            self.render()
+        # Truncation is the TimeLimit wrapper's job (registered max_episode_steps).
+        return observation, reward[0], bool(terminated[0]), False, info
+
+    # -- batched env -------------------------------------------------------------
+    @classmethod
+    def make_batched(cls, num_envs: int, max_episode_steps: int | None = None) -> BatchedMujocoEnv:
+        """``num_envs`` copies of this family as one natively batched env.
+
+        Args:
+            num_envs: number of simulations ``K``.
+            max_episode_steps: time limit; defaults to the registered ``horizon``.
+        """
+        return BatchedMujocoEnv(
+            cls, num_envs, cls.horizon if max_episode_steps is None else max_episode_steps
+        )
+
+
+class BatchedMujocoEnv(BatchedTaskEnv):
+    """``K`` simulations of one MuJoCo task family: ``K`` ``MjData`` of one ``MjModel``.
+
+    Contract: :mod:`maml_rl.envs.batched`. ``reset(seed=[s_k])`` draws env ``k``'s
+    start state from ``gymnasium.utils.seeding.np_random(s_k)`` exactly as the
+    single env does; then each ``step`` gives, bitwise, the single env's
+    observations, rewards, ``terminated`` and ``truncated`` for the same actions.
+
+    The hot loop does per env only ``ctrl[:] = action``, ``mj_step`` (and
+    ``mj_rnePostConstraint`` where contact forces matter), using ``ctrl`` views
+    cached at construction; state is gathered with one ``np.concatenate`` per
+    quantity into preallocated buffers and observations and rewards are computed
+    for all ``K`` at once. Envs that have terminated are no longer simulated;
+    their later outputs are meaningless (frozen observation, zero reward).
+
+    Args:
+        family: the single-env class (a :class:`MujocoTaskFamily` subclass).
+        num_envs: number of simulations ``K``.
+        max_episode_steps: time limit (``truncated`` after this many steps).
+    """
+
+    def __init__(
+        self, family: type[MujocoTaskFamily], num_envs: int, max_episode_steps: int
+    ) -> None:
+        super().__init__(num_envs, max_episode_steps)
+        self.family = family
+        self.task_cls = family.task_cls
+        # One single env supplies the model, the spaces and the start state, so the
+        # batched env cannot drift from the registered one.
+        proto: Any = family()
+        self.model: mujoco.MjModel = proto.model
+        self.frame_skip: int = proto.frame_skip
+        self.dt: float = proto.dt
+        self._init_qpos: np.ndarray = proto.init_qpos.copy()
+        self._init_qvel: np.ndarray = proto.init_qvel.copy()
+        self.single_observation_space = proto.observation_space
+        self.single_action_space = proto.action_space
+        self.observation_space = gym.vector.utils.batch_space(
+            self.single_observation_space, self.num_envs
+        )
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+        proto.close()
+
+        m, k = self.model, self.num_envs
+        self._datas = [mujoco.MjData(m) for _ in range(k)]
+        # Cached views into each MjData: valid for its lifetime (MuJoCo never
+        # reallocates), and they spare the attribute lookups in the hot loop.
+        self._ctrl = [d.ctrl for d in self._datas]
+        self._qpos_v = [d.qpos for d in self._datas]
+        self._qvel_v = [d.qvel for d in self._datas]
+        self._pos_v = [family._tracked_position(d) for d in self._datas]
+        self._cfrc_v = [d.cfrc_ext for d in self._datas]
+        # Gathered state, [K, ...] views of flat buffers filled by np.concatenate.
+        d_pos = self._pos_v[0].size
+        self._qpos_flat = np.zeros(k * m.nq)
+        self._qvel_flat = np.zeros(k * m.nv)
+        self._pos_flat = np.zeros(k * d_pos)
+        self._cfrc_flat = np.zeros((k * m.nbody, 6))
+        self._qpos = self._qpos_flat.reshape(k, m.nq)
+        self._qvel = self._qvel_flat.reshape(k, m.nv)
+        self._pos = self._pos_flat.reshape(k, d_pos)
+        self._cfrc = self._cfrc_flat.reshape(k, m.nbody, 6)
+        self._running = np.ones(k, dtype=bool)
+        self._active: list[int] = list(range(k))
+        self._needs_reset = True
+        self.set_tasks([family.default_task()] * k)
+
+    def _apply_tasks(self, tasks: list[Task]) -> None:
+        self._params = self.family._task_params(tasks)
+
+    def _gather(self) -> None:
+        np.concatenate(self._qpos_v, out=self._qpos_flat)
+        np.concatenate(self._qvel_v, out=self._qvel_flat)
+        np.concatenate(self._pos_v, out=self._pos_flat)
+        if self.family.uses_contact_forces:
+            np.concatenate(self._cfrc_v, out=self._cfrc_flat)
+
+    def _observation(self) -> np.ndarray:
+        cfrc = self._cfrc if self.family.uses_contact_forces else None
+        return self.family._observe(self._qpos, self._qvel, cfrc)
+
+    def reset(
+        self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every env; env ``k`` as the single env's ``reset(seed=seed[k])``.
+
+        Returns:
+            Observations ``[K, obs_dim]`` (float64) and an empty info dict.
+        """
+        m = self.model
+        noise = RESET_NOISE_SCALE
+        # As Gymnasium's Env.reset: a seed re-creates env k's generator, None keeps it.
+        self._reseed(seed)
+        for d, rng in zip(self._datas, self.np_randoms, strict=True):
+            assert rng is not None  # set by _reseed
+            # v5's MujocoEnv.reset + reset_model + set_state, draw for draw.
+            mujoco.mj_resetData(m, d)
+            d.qpos[:] = self._init_qpos + rng.uniform(low=-noise, high=noise, size=m.nq)
+            d.qvel[:] = self._init_qvel + noise * rng.standard_normal(m.nv)
+            mujoco.mj_forward(m, d)
+        self._elapsed = 0
+        self._needs_reset = False
+        self._running[:] = True
+        self._active = list(range(self.num_envs))
+        self._gather()
+        return self._observation(), {}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every running env with ``actions[k]``.
+
+        Args:
+            actions: ``[K, act_dim]``; values outside the action space are
+                clamped by MuJoCo for the dynamics (as in the single env).
+
+        Returns:
+            observations ``[K, obs_dim]`` float64, rewards ``[K]`` float64,
+            terminated ``[K]``, truncated ``[K]`` and an info dict of ``[K]``
+            arrays (the reward terms).
+        """
+        if self._needs_reset:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        actions = self._check_actions(actions)
+        pos_before = self._pos.copy()
+        m, nstep = self.model, self.frame_skip
+        datas, ctrl = self._datas, self._ctrl
+        if self.family.uses_contact_forces:
+            for k in self._active:
+                ctrl[k][:] = actions[k]
+                mujoco.mj_step(m, datas[k], nstep=nstep)
+                mujoco.mj_rnePostConstraint(m, datas[k])
+        else:
+            # cfrc_ext is an output nothing reads here, so skip its computation.
+            for k in self._active:
+                ctrl[k][:] = actions[k]
+                mujoco.mj_step(m, datas[k], nstep=nstep)
+        self._gather()
+        tr = Transition(
+            action=actions,
+            pos_before=pos_before,
+            pos_after=self._pos,
+            qpos=self._qpos,
+            qvel=self._qvel,
+            cfrc_ext=self._cfrc if self.family.uses_contact_forces else None,
+            dt=self.dt,
+        )
+        rewards, terminated, info = self.family._evaluate(self._params, tr)
+        observations = self._observation()
+        if len(self._active) < self.num_envs:
+            rewards[~self._running] = 0.0
+        if terminated.any():
+            self._running &= ~terminated
+            self._active = np.flatnonzero(self._running).tolist()
+        return observations, rewards, terminated, self._time_limit(), info

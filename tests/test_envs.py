@@ -1,0 +1,372 @@
+"""Task families: Gymnasium compliance, reward formulas, batched == single envs."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from maml_rl.cli import main as cli_main
+from maml_rl.envs import (
+    AntDirEnv,
+    AntGoalEnv,
+    AntVelEnv,
+    HalfCheetahDirEnv,
+    HalfCheetahVelEnv,
+)
+from maml_rl.envs.locomotion import sum_squares
+from maml_rl.tasks import family_class, family_ids, make_family, unwrap_family
+
+MUJOCO_IDS = [
+    "MetaRL/HalfCheetahVel-v0",
+    "MetaRL/HalfCheetahDir-v0",
+    "MetaRL/AntVel-v0",
+    "MetaRL/AntDir-v0",
+    "MetaRL/AntGoal-v0",
+]
+BATCHED_IDS = [i for i in family_ids() if hasattr(family_class(i), "make_batched")]
+
+
+def test_every_builtin_family_is_registered() -> None:
+    assert set(MUJOCO_IDS) | {"MetaRL/Navigation2D-v0"} <= set(family_ids())
+    assert set(MUJOCO_IDS) <= set(BATCHED_IDS)
+
+
+@pytest.mark.parametrize("env_id", family_ids())
+def test_check_env(env_id: str) -> None:
+    env = gym.make(env_id)
+    with warnings.catch_warnings():
+        # Unbounded Box observations (as in Gymnasium's own MuJoCo envs) warn.
+        warnings.filterwarnings("ignore", message=".*infinity.*")
+        check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", family_ids())
+def test_registered_horizon_and_default_task(env_id: str) -> None:
+    cls = family_class(env_id)
+    env = gym.make(env_id)
+    assert env.spec is not None and env.spec.max_episode_steps == cls.horizon
+    family = unwrap_family(env)
+    assert isinstance(family.task, cls.task_cls)
+    env.close()
+
+
+# -- reward formulas against hand computations -----------------------------------------
+
+
+def _prepare(env_id: str, task: dict, seed: int = 3) -> tuple[gym.Env, np.ndarray]:
+    env = gym.make(env_id, task=task)
+    env.reset(seed=seed)
+    inner = env.unwrapped
+    rng = np.random.default_rng(seed)
+    # A known, non-trivial state: set_state as a user would.
+    qpos = inner.init_qpos + rng.uniform(-0.2, 0.2, inner.model.nq)
+    qvel = rng.normal(0.0, 1.0, inner.model.nv)
+    inner.set_state(qpos, qvel)
+    action = rng.uniform(-1.0, 1.0, inner.model.nu).astype(np.float32)
+    return env, action
+
+
+@pytest.mark.parametrize(
+    ("env_id", "task", "term"),
+    [
+        ("MetaRL/HalfCheetahVel-v0", {"velocity": 1.7}, lambda v, d: -abs(v - 1.7)),
+        ("MetaRL/HalfCheetahDir-v0", {"direction": -1.0}, lambda v, d: -v),
+        ("MetaRL/HalfCheetahDir-v0", {"direction": 1.0}, lambda v, d: v),
+    ],
+)
+def test_half_cheetah_reward_by_hand(env_id: str, task: dict, term) -> None:
+    env, action = _prepare(env_id, task)
+    data = env.unwrapped.data
+    x_before = float(data.qpos[0])
+    obs, reward, terminated, truncated, info = env.step(action)
+    v_x = (float(data.qpos[0]) - x_before) / 0.05  # dt = 5 × 0.01 s
+    a = action.astype(np.float64)
+    expected = term(v_x, None) - 0.05 * float(np.sum(a * a))
+    assert reward == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert info["x_velocity"] == pytest.approx(v_x, rel=1e-12)
+    assert info["reward_ctrl"] == pytest.approx(-0.05 * float(np.sum(a * a)), rel=1e-12)
+    assert not terminated and not truncated
+    assert obs.shape == (17,)
+    np.testing.assert_array_equal(obs, np.concatenate([data.qpos[1:], data.qvel]))
+
+
+def _ant_expected(inner, action: np.ndarray, xy_before: np.ndarray, task_term) -> tuple:
+    data = inner.data
+    velocity = (data.xpos[1, :2] - xy_before) / 0.05
+    a = action.astype(np.float64)
+    ctrl = 0.005 * float(np.sum(a * a))
+    contact = 0.0005 * float(np.sum(np.clip(data.cfrc_ext, -1.0, 1.0) ** 2))
+    z = data.qpos[2]
+    healthy = bool(
+        np.isfinite(data.qpos).all() and np.isfinite(data.qvel).all() and 0.2 <= z <= 1.0
+    )
+    survive = 0.05 if healthy else 0.0
+    return task_term(velocity, data.qpos[:2]) - ctrl - contact + survive, not healthy, contact
+
+
+@pytest.mark.parametrize(
+    ("env_id", "task", "term"),
+    [
+        ("MetaRL/AntVel-v0", {"velocity": 2.5}, lambda v, xy: -abs(v[0] - 2.5)),
+        ("MetaRL/AntDir-v0", {"direction": -1.0}, lambda v, xy: -v[0]),
+        (
+            "MetaRL/AntGoal-v0",
+            {"goal": (1.5, -2.0)},
+            lambda v, xy: -(abs(xy[0] - 1.5) + abs(xy[1] + 2.0)) + 4.0,
+        ),
+    ],
+)
+def test_ant_reward_by_hand(env_id: str, task: dict, term) -> None:
+    env, action = _prepare(env_id, task)
+    inner = env.unwrapped
+    rewards = []
+    for _ in range(5):  # a few steps, so that the feet touch the ground
+        xy_before = inner.data.xpos[1, :2].copy()
+        obs, reward, terminated, _, info = env.step(action)
+        expected, exp_terminated, contact = _ant_expected(inner, action, xy_before, term)
+        assert reward == pytest.approx(expected, rel=1e-12, abs=1e-12)
+        assert terminated == exp_terminated
+        assert info["reward_contact"] == pytest.approx(-contact, rel=1e-12, abs=1e-15)
+        rewards.append(reward)
+    assert obs.shape == (105,)
+    # Contact forces actually reached the reward (the test would be vacuous otherwise).
+    assert np.any(inner.data.cfrc_ext[1:] != 0.0)
+
+
+def test_ant_terminates_when_unhealthy_without_survive_bonus() -> None:
+    env = gym.make("MetaRL/AntVel-v0")
+    env.reset(seed=0)
+    inner = env.unwrapped
+    qpos = inner.init_qpos.copy()
+    qpos[2] = 1.5  # torso far above the healthy range [0.2, 1.0]
+    inner.set_state(qpos, np.zeros(inner.model.nv))
+    _, _, terminated, truncated, info = env.step(np.zeros(8, dtype=np.float32))
+    assert terminated and not truncated
+    assert info["reward_survive"] == 0.0
+    env.reset(seed=0)
+    _, _, terminated, _, info = env.step(np.zeros(8, dtype=np.float32))
+    assert not terminated and info["reward_survive"] == 0.05
+
+
+@pytest.mark.parametrize(
+    ("env_id", "v5_id"),
+    [("MetaRL/HalfCheetahDir-v0", "HalfCheetah-v5"), ("MetaRL/AntDir-v0", "Ant-v5")],
+)
+def test_dynamics_and_observations_are_gymnasium_v5(env_id: str, v5_id: str) -> None:
+    """Only the reward differs from Gymnasium's v5 env: same start, physics, obs."""
+    ours, ref = gym.make(env_id), gym.make(v5_id)
+    obs, _ = ours.reset(seed=7)
+    ref_obs, _ = ref.reset(seed=7)
+    np.testing.assert_array_equal(obs, ref_obs)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        action = rng.uniform(-1, 1, ours.action_space.shape).astype(np.float32)
+        obs, _, _, _, info = ours.step(action)
+        ref_obs, _, _, _, ref_info = ref.step(action)
+        np.testing.assert_array_equal(obs, ref_obs)
+        assert info["x_velocity"] == ref_info["x_velocity"]
+        if "reward_contact" in info:
+            assert info["reward_contact"] == pytest.approx(ref_info["reward_contact"], rel=1e-12)
+
+
+# -- task sampling ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id", family_ids())
+def test_sample_tasks_depends_only_on_the_generator(env_id: str) -> None:
+    cls = family_class(env_id)
+    np.random.seed(1)  # noqa: NPY002  (the global state must not matter)
+    first = cls.sample_tasks(16, np.random.default_rng(123))
+    np.random.seed(2)  # noqa: NPY002
+    second = cls.sample_tasks(16, np.random.default_rng(123))
+    assert first == second
+    assert len(set(first)) > 1
+    assert cls.sample_tasks(16, np.random.default_rng(124)) != first
+    assert all(isinstance(t, cls.task_cls) for t in first)
+
+
+def test_task_distributions_cover_their_ranges() -> None:
+    rng = np.random.default_rng(0)
+    v = np.array([t.velocity for t in HalfCheetahVelEnv.sample_tasks(2000, rng)])
+    assert 0.0 <= v.min() < 0.05 and 1.95 < v.max() <= 2.0
+    v = np.array([t.velocity for t in AntVelEnv.sample_tasks(2000, rng)])
+    assert 0.0 <= v.min() < 0.05 and 2.95 < v.max() <= 3.0
+    for cls in (HalfCheetahDirEnv, AntDirEnv):
+        d = np.array([t.direction for t in cls.sample_tasks(2000, rng)])
+        assert set(d) == {-1.0, 1.0} and 0.45 < (d > 0).mean() < 0.55
+    g = np.array([t.goal for t in AntGoalEnv.sample_tasks(2000, rng)])
+    assert g.shape == (2000, 2) and -3.0 <= g.min() < -2.9 and 2.9 < g.max() <= 3.0
+
+
+# -- batched env == single envs -----------------------------------------------------------
+
+
+def _run_equivalence(env_id: str, num_envs: int, seeds: list[int], steps: int, rng) -> int:
+    """Step a batched env and ``num_envs`` single envs together; returns #early ends."""
+    cls = family_class(env_id)
+    tasks = cls.sample_tasks(num_envs, rng)
+    batched = cls.make_batched(num_envs)
+    batched.set_tasks(tasks)
+    singles = [gym.make(env_id, task=t) for t in tasks]
+    early = 0
+    for episode in range(2):
+        # The second episode resets without seeds: each env's generator continues.
+        episode_seeds = seeds if episode == 0 else None
+        obs, _ = batched.reset(seed=episode_seeds)
+        for k, env in enumerate(singles):
+            single_obs, _ = env.reset(seed=None if episode_seeds is None else seeds[k])
+            np.testing.assert_array_equal(obs[k], single_obs)
+        done = np.zeros(num_envs, dtype=bool)
+        space = batched.single_action_space
+        for t in range(steps):
+            if isinstance(space, gym.spaces.Discrete):
+                actions = rng.integers(space.start, space.start + space.n, size=num_envs)
+            else:
+                # Beyond the action bounds on purpose: clipping must agree too.
+                scale = 1.5 * np.maximum(np.abs(space.low), np.abs(space.high))
+                actions = (scale * rng.uniform(-1, 1, (num_envs, *space.shape))).astype(np.float32)
+            obs, rewards, terminated, truncated, _ = batched.step(actions)
+            for k, env in enumerate(singles):
+                if done[k]:
+                    continue
+                o, r, te, tr, _ = env.step(actions[k])
+                np.testing.assert_array_equal(obs[k], o, err_msg=f"env {k} step {t}")
+                assert rewards[k] == r, f"env {k} step {t}: {rewards[k]!r} != {r!r}"
+                assert (terminated[k], truncated[k]) == (te, tr), f"env {k} step {t}"
+                if te and t < steps - 1:
+                    early += 1
+                done[k] = te or tr
+            if done.all():
+                break
+        assert done.all()
+    return early
+
+
+@pytest.mark.parametrize("env_id", BATCHED_IDS)
+def test_batched_env_equals_single_envs(env_id: str) -> None:
+    steps = family_class(env_id).horizon
+    _run_equivalence(env_id, 3, [5, 2**31 - 1, 17], steps, np.random.default_rng(11))
+
+
+def test_batched_ant_terminates_early_like_single_envs() -> None:
+    early = _run_equivalence(
+        "MetaRL/AntDir-v0", 4, [0, 1, 2, 3], AntDirEnv.horizon, np.random.default_rng(0)
+    )
+    assert early >= 1  # the comparison covered early terminations
+
+
+def test_batched_env_shapes_and_errors() -> None:
+    env = HalfCheetahVelEnv.make_batched(4, max_episode_steps=3)
+    obs, _ = env.reset(seed=0)  # int seed: env k gets seed + k, as Gymnasium's vector envs
+    single = gym.make("MetaRL/HalfCheetahVel-v0")
+    np.testing.assert_array_equal(obs[2], single.reset(seed=2)[0])
+    assert obs.shape == (4, 17) and obs.dtype == np.float64
+    for t in range(3):
+        obs, rewards, terminated, truncated, info = env.step(np.zeros((4, 6)))
+        assert rewards.shape == terminated.shape == truncated.shape == (4,)
+        assert info["reward_ctrl"].shape == (4,)
+        assert truncated.all() == (t == 2)
+    with pytest.raises(ValueError, match=r"actions must have shape \(4, 6\)"):
+        env.step(np.zeros((3, 6)))
+    with pytest.raises(ValueError, match="reset needs 4 seeds"):
+        env.reset(seed=[1, 2])
+    with pytest.raises(ValueError, match="set_tasks needs 4 tasks"):
+        env.set_tasks([{"velocity": 1.0}])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 2\]"):
+        env.set_tasks([{"velocity": 2.5}] * 4)
+    with pytest.raises(ValueError, match="num_envs must be"):
+        AntGoalEnv.make_batched(0)
+
+
+def test_sum_squares_is_exact_and_independent_of_batch_size() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(37, 84)) * 10.0 ** rng.integers(-8, 8, size=(37, 84))
+    batched = sum_squares(x)
+    np.testing.assert_allclose(batched, np.sum(x * x, axis=1), rtol=1e-14)
+    singles = np.array([sum_squares(row[None])[0] for row in x])
+    np.testing.assert_array_equal(batched, singles)
+
+
+# -- errors and the CLI ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env_id", "task", "match"),
+    [
+        (
+            "MetaRL/HalfCheetahVel-v0",
+            {"velocty": 1.0},
+            "unknown HalfCheetahVelTask field 'velocty'.*did you mean 'velocity'",
+        ),
+        (
+            "MetaRL/HalfCheetahVel-v0",
+            {"velocity": 2.5},
+            r"HalfCheetahVelTask.velocity must lie in \[0, 2\], got 2.5",
+        ),
+        ("MetaRL/AntVel-v0", {"velocity": -0.1}, r"AntVelTask.velocity must lie in \[0, 3\]"),
+        ("MetaRL/AntVel-v0", {"velocity": "fast"}, "AntVelTask.velocity must be a number"),
+        (
+            "MetaRL/AntDir-v0",
+            {"direction": 0.5},
+            r"DirectionTask.direction must be one of \{-1, 1\}",
+        ),
+        ("MetaRL/AntGoal-v0", {"goal": (1.0, 2.0, 3.0)}, "AntGoalTask.goal must have 2 components"),
+        ("MetaRL/AntGoal-v0", {"goal": (1.0, 4.0)}, r"AntGoalTask.goal must lie in \[-3, 3\]"),
+        ("MetaRL/AntGoal-v0", {}, "AntGoalTask is missing field"),
+    ],
+)
+def test_bad_task_names_the_field_and_the_range(env_id: str, task: dict, match: str) -> None:
+    env = unwrap_family(gym.make(env_id))
+    with pytest.raises(ValueError, match=match):
+        env.set_task(task)
+    with pytest.raises(ValueError, match=match):
+        gym.make(env_id, task=task)
+
+
+def test_task_of_another_family_is_rejected() -> None:
+    cheetah = unwrap_family(gym.make("MetaRL/HalfCheetahVel-v0"))
+    ant_task = AntVelEnv.sample_tasks(1, np.random.default_rng(0))[0]
+    with pytest.raises(ValueError, match="expected a HalfCheetahVelTask, got a AntVelTask"):
+        cheetah.set_task(ant_task)
+    nav_task = family_class("MetaRL/Navigation2D-v0").sample_tasks(1, np.random.default_rng(0))[0]
+    with pytest.raises(ValueError, match="expected a AntGoalTask, got a GoalTask2D"):
+        unwrap_family(gym.make("MetaRL/AntGoal-v0")).set_task(nav_task)
+
+
+def test_unknown_id_suggests_the_closest() -> None:
+    with pytest.raises(ValueError, match="did you mean 'MetaRL/HalfCheetahVel-v0'"):
+        make_family("MetaRL/HalfCheetaVel-v0")
+    with pytest.raises(ValueError, match="did you mean 'MetaRL/AntGoal-v0'"):
+        family_class("MetaRL/AntGoal-v1")
+
+
+def test_bad_sample_tasks_arguments() -> None:
+    with pytest.raises(ValueError, match=r"numpy\.random\.Generator"):
+        AntVelEnv.sample_tasks(3, 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="integer ≥ 0"):
+        AntVelEnv.sample_tasks(-1, np.random.default_rng(0))
+
+
+def test_env_pickles_with_its_current_task() -> None:
+    env = unwrap_family(gym.make("MetaRL/AntGoal-v0"))
+    env.set_task({"goal": (2.0, -1.0)})
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy.task == env.task
+    obs, _ = copy.reset(seed=4)
+    np.testing.assert_array_equal(obs, env.reset(seed=4)[0])
+
+
+def test_cli_lists_every_family(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["envs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for env_id in family_ids():
+        cls = family_class(env_id)
+        (line,) = [ln for ln in lines if ln.split()[0] == env_id]
+        assert line.split()[1] == str(cls.horizon)
+        assert cls.task_distribution in line
