@@ -2,7 +2,9 @@
 
 Subcommands:
 
-* ``maml-rl envs`` — list the registered task families.
+* ``maml-rl envs`` — list the registered task families;
+* ``maml-rl train`` — meta-train a policy (a preset, the embedded default, or
+  ``--resume`` a run from its checkpoint).
 
 Every error a user can cause ends in one line on stderr and exit status 2,
 never a traceback.
@@ -36,6 +38,57 @@ def _cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from maml_rl.config import load_config, parse_override, parse_yaml
+    from maml_rl.trainer import Trainer
+
+    overrides: dict[str, object] = dict(parse_override(o) for o in args.overrides)
+    # Flags are shorthands for config keys; numbers are parsed like YAML values so the
+    # config's validation reports a bad one (``--seed x``) as it does any other key.
+    for flag, key, parse in (
+        ("logdir", "logdir", False),
+        ("seed", "seed", True),
+        ("num_batches", "num_batches", True),
+        ("sampler", "sampler.backend", False),
+        ("workers", "sampler.num_workers", True),
+        ("ray_address", "sampler.ray_address", False),
+        ("device", "device", False),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = (
+                parse_yaml(value, source=f"--{flag.replace('_', '-')}") if parse else value
+            )
+    if args.ray_address is not None and args.sampler is None and "sampler.backend" not in overrides:
+        overrides["sampler.backend"] = "ray"  # an address only makes sense for Ray
+
+    if args.resume is not None:
+        for flag in ("config", "logdir"):
+            if getattr(args, flag) is not None:
+                raise UserError(
+                    f"--resume continues the run in its own folder with its stored config; "
+                    f"drop --{flag}"
+                )
+        trainer = Trainer.resume(args.resume, overrides)
+        print(f"resuming {trainer.run_dir} after iteration {trainer.iteration}", flush=True)
+    else:
+        config = load_config(args.config, overrides)
+        trainer = Trainer(config)
+        what = args.config or "the embedded default (short Navigation2D run)"
+        print(f"training {config.agent} on {config.env.id} ({what})", flush=True)
+        print(f"run folder: {trainer.run_dir}", flush=True)
+    metrics = trainer.train()
+    if metrics:
+        print(
+            f"done: {trainer.iteration} iterations, {trainer.env_steps:,} env steps; "
+            f"last return pre-adaptation {metrics['rollout/return_pre_adapt']:.2f}, "
+            f"post-adaptation {metrics['rollout/return_post_adapt']:.2f}"
+        )
+    print(f"checkpoint, metrics.jsonl and TensorBoard logs in {trainer.run_dir}")
+    print(f"view them with: tensorboard --logdir {trainer.run_dir.parent}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maml-rl", description="Meta-reinforcement learning on Gymnasium task families."
@@ -43,19 +96,46 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("envs", help="list the registered task families")
     p.set_defaults(func=_cmd_envs)
+
+    p = sub.add_parser(
+        "train",
+        help="meta-train a policy",
+        description=(
+            "Meta-train a policy. Without --config, runs the embedded short Navigation2D "
+            "default. Any config key can be set as KEY=VALUE (dotted, e.g. maml.fast_lr=0.05)."
+        ),
+    )
+    p.add_argument("--config", metavar="PATH", help="YAML preset (see configs/)")
+    p.add_argument("--logdir", metavar="DIR", help="parent folder of the run folder (logdir)")
+    p.add_argument("--seed", metavar="N", help="root seed (seed)")
+    p.add_argument("--num-batches", metavar="N", help="meta-iterations (num_batches)")
+    p.add_argument("--sampler", metavar="{sync,process,ray}", help="sampler.backend")
+    p.add_argument("--workers", metavar="N", help="sampler.num_workers")
+    p.add_argument("--ray-address", metavar="ADDR", help="sampler.ray_address (implies ray)")
+    p.add_argument("--device", metavar="{cpu,cuda,auto}", help="device of the meta-update")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # KEY=VALUE overrides may come before or after options (argparse alone takes one run
+    # of positionals), so leftovers that are not options are overrides too.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train" or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides.extend(extra)
     try:
         return int(args.func(args))
     except (UserError, ValueError, FileNotFoundError) as exc:
         print(f"maml-rl {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"maml-rl {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # The trainer's Interrupted says where the checkpoint is and how to resume.
+        print(f"maml-rl {args.command}: {exc or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -22,6 +22,7 @@ from maml_rl.config import (
     parse_override,
     parse_yaml,
 )
+from maml_rl.tasks import family_spec
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = sorted(CONFIGS.glob("*.yaml"))
@@ -66,6 +67,12 @@ def test_every_preset_loads_with_the_paper_settings(path: Path) -> None:
     assert m.meta_batch_size == (20 if navigation else 40)
     assert m.fast_batch_size == (40 if cfg.env.id == "MetaRL/AntDir-v0" else 20)
     assert cfg.env.max_episode_steps == (100 if navigation else 200)
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_every_preset_names_a_registered_family(path: Path) -> None:
+    spec = family_spec(load_config(path).env.id)  # raises for an unknown id
+    assert spec.max_episode_steps == load_config(path).env.max_episode_steps
 
 
 def test_presets_cover_every_family() -> None:

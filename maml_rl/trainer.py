@@ -1,0 +1,463 @@
+"""The meta-training loop: sample tasks, adapt, sample again, update, log, checkpoint.
+
+One meta-iteration (DESIGN.md, "One meta-iteration, as data")::
+
+    tasks  = family.sample_tasks(meta_batch_size, rng)
+    params = θ
+    for k in range(num_adapt_steps):
+        train_k = sampler.sample(tasks, params, fast_batch_size, seed_k)
+        params  = agent.adapt(params, train_k)          # θ'_i for every task at once
+    valid   = sampler.sample(tasks, params, fast_batch_size, seed_K)
+    metrics = agent.step([train_1, ..., train_K], valid) # outer update of θ, in place
+
+**Randomness.** Everything derives from one root ``np.random.SeedSequence(seed)``
+through explicit spawn keys, never ``seed + i``:
+
+* ``(0,)`` seeds torch before the policy is built (its initialisation);
+* ``(1, i)`` is meta-iteration ``i``'s stream, spawned into the task generator, the
+  seeds of the ``K + 1`` sample calls and a torch seed for anything random in the
+  update.
+
+Iteration ``i``'s randomness is therefore a function of ``(seed, i)`` alone, and
+resuming from a checkpoint after iteration ``i`` replays exactly the iterations an
+uninterrupted run would have made (the policy and agent state are restored
+bit-for-bit).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import maml_rl
+from maml_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Policy
+from maml_rl.batch import EpisodeBatch
+from maml_rl.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from maml_rl.config import Config, config_from_dict, dump_yaml
+from maml_rl.logger import ConsoleLogger, JsonlLogger, Logger, MultiLogger, TensorBoardLogger
+from maml_rl.tasks import Task, TaskFamily, family_class, make_family
+
+__all__ = [
+    "RESUMABLE_KEYS",
+    "Interrupted",
+    "Trainer",
+    "build_agent",
+    "build_policy",
+    "iteration_seeds",
+    "new_run_dir",
+    "resolve_device",
+]
+
+#: Config keys a resumed run may change: they do not alter what is computed (the
+#: sampler backends give identical episodes) or only extend the run.
+RESUMABLE_KEYS = ("num_batches", "checkpoint_every", "device", "logdir", "run_name")
+_RESUMABLE_PREFIXES = ("sampler.",)
+
+#: Torch threads for the update (adaptation with graph, TRPO/PPO step); sampling uses 1.
+UPDATE_THREADS = 2
+
+_INIT_STREAM, _ITERATION_STREAM = 0, 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training was stopped by Ctrl-C after a checkpoint of the last finished iteration."""
+
+    def __init__(self, run_dir: Path, iteration: int, num_batches: int) -> None:
+        super().__init__(
+            f"interrupted after iteration {iteration}/{num_batches}; checkpoint in {run_dir}; "
+            f"continue with: maml-rl train --resume {run_dir}"
+        )
+        self.run_dir = run_dir
+        self.iteration = iteration
+
+
+def _seed_int(ss: np.random.SeedSequence) -> int:
+    """A 63-bit non-negative int from a seed sequence (fits int64 and every seeding API)."""
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def iteration_seeds(
+    seed: int, iteration: int, num_sample_calls: int
+) -> tuple[np.random.Generator, list[int], int]:
+    """The random streams of one meta-iteration, a pure function of ``(seed, iteration)``.
+
+    Args:
+        seed: the run's root seed.
+        iteration: 0-based meta-iteration index.
+        num_sample_calls: sample calls in the iteration (``num_adapt_steps + 1``).
+
+    Returns:
+        ``(task_rng, sampler_seeds, torch_seed)``: the generator for
+        ``family.sample_tasks``, one seed per sample call, and a torch seed.
+    """
+    # SeedSequence(seed, spawn_key=(1, i)) is child i of child 1 of SeedSequence(seed):
+    # the i-th spawn of the iteration stream, addressed directly so a resume needs no
+    # replay of earlier spawns.
+    ss = np.random.SeedSequence(seed, spawn_key=(_ITERATION_STREAM, iteration))
+    task_ss, sampler_ss, torch_ss = ss.spawn(3)
+    sampler_seeds = [_seed_int(s) for s in sampler_ss.spawn(num_sample_calls)]
+    return np.random.default_rng(task_ss), sampler_seeds, _seed_int(torch_ss)
+
+
+def init_seed(seed: int) -> int:
+    """The torch seed for the policy's initialisation."""
+    return _seed_int(np.random.SeedSequence(seed, spawn_key=(_INIT_STREAM,)))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu`` / ``cuda`` / ``auto`` (CUDA when available) as a :class:`torch.device`."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but torch sees no CUDA device; use --device cpu (or auto)")
+    return torch.device(device)
+
+
+def build_policy(config: Config) -> Policy:
+    """The policy for ``config.env`` (Gaussian for ``Box`` actions, categorical for
+    ``Discrete``), initialised from the run's seed."""
+    env = make_family(config.env.id, **config.env.kwargs)
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+    finally:
+        env.close()
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise ValueError(
+            f"{config.env.id}: the MLP policies need a flat Box observation space, got {obs_space}"
+        )
+    torch.manual_seed(init_seed(config.seed))
+    p = config.policy
+    if isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1:
+        return GaussianMLPPolicy(
+            obs_space.shape[0],
+            act_space.shape[0],
+            hidden_sizes=p.hidden_sizes,
+            activation=p.activation,
+            init_std=p.init_std,
+        )
+    if isinstance(act_space, gym.spaces.Discrete):
+        return CategoricalMLPPolicy(
+            obs_space.shape[0],
+            int(act_space.n),
+            hidden_sizes=p.hidden_sizes,
+            activation=p.activation,
+        )
+    raise ValueError(
+        f"{config.env.id}: unsupported action space {act_space} (need a flat Box or Discrete)"
+    )
+
+
+def build_agent(config: Config, policy: Policy, device: torch.device) -> Any:
+    """The meta-learner named by ``config.agent``, with its hyperparameters."""
+    m = config.maml
+    common = dict(
+        fast_lr=m.fast_lr,
+        num_adapt_steps=m.num_adapt_steps,
+        first_order=m.first_order,
+        gamma=m.gamma,
+        gae_lambda=m.gae_lambda,
+        device=device,
+    )
+    if config.agent == "maml_trpo":
+        from maml_rl.agents.maml_trpo import MAMLTRPO
+
+        t = config.trpo
+        return MAMLTRPO(
+            policy,
+            max_kl=t.max_kl,
+            cg_iters=t.cg_iters,
+            cg_damping=t.cg_damping,
+            ls_max_steps=t.ls_max_steps,
+            ls_backtrack_ratio=t.ls_backtrack_ratio,
+            **common,
+        )
+    try:
+        from maml_rl.agents.maml_ppo import MAMLPPO
+    except ImportError:
+        raise ValueError(
+            "agent=maml_ppo is not available in this version of maml-rl; use agent=maml_trpo"
+        ) from None
+    p = config.ppo
+    return MAMLPPO(
+        policy, clip_range=p.clip_range, ppo_epochs=p.ppo_epochs, meta_lr=p.meta_lr, **common
+    )
+
+
+def new_run_dir(config: Config) -> Path:
+    """A fresh run folder: ``<logdir>/<run_name>`` or ``<logdir>/<env>-<agent>-<time>``."""
+    logdir = Path(config.logdir)
+    if config.run_name is not None:
+        run_dir = logdir / config.run_name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ValueError(
+                f"run folder {str(run_dir)!r} already exists and is not empty; resume it with "
+                f"--resume {run_dir} or choose another run_name"
+            )
+        return run_dir
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = f"{config.env_name}-{config.agent}-{stamp}"
+    run_dir, n = logdir / base, 1
+    while run_dir.exists():  # two runs started within the same second
+        n += 1
+        run_dir = logdir / f"{base}-{n}"
+    return run_dir
+
+
+def _mean_return(batch: EpisodeBatch) -> float:
+    return float(batch.episode_returns.mean())
+
+
+def _detached(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in params.items()}
+
+
+class Trainer:
+    """Runs meta-training for one run folder.
+
+    Build it with a config (a new run) or with :meth:`resume` (continue a run from
+    its checkpoint); then :meth:`train`. The run folder holds ``config.yaml``,
+    ``metrics.jsonl``, the TensorBoard event files and ``checkpoint.pt``.
+
+    Args:
+        config: the run's config.
+        run_dir: the run folder (created if needed); ``None``: :func:`new_run_dir`.
+        console: print one line per iteration to stdout.
+        loggers: extra loggers (e.g. :class:`~maml_rl.logger.InMemoryLogger`) besides
+            the run folder's TensorBoard and ``metrics.jsonl``.
+        state: a loaded checkpoint to continue from (use :meth:`resume`).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: str | Path | None = None,
+        *,
+        console: bool = True,
+        loggers: Sequence[Logger] = (),
+        state: Mapping[str, Any] | None = None,
+    ) -> None:
+        from maml_rl.sampler import make_sampler
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        # An unknown id fails here, with the closest registered id as a suggestion.
+        self.family: type[TaskFamily] = family_class(config.env.id)
+        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+        self.iteration = 0
+        self.env_steps = 0
+        self._torch_threads = torch.get_num_threads()  # restored by close()
+
+        self.policy = build_policy(config)
+        self.sampler = make_sampler(
+            config.env.id,
+            self.policy,
+            backend=config.sampler.backend,
+            num_workers=config.sampler.num_workers,
+            ray_address=config.sampler.ray_address,
+            env_kwargs=dict(config.env.kwargs),
+            max_episode_steps=config.env.max_episode_steps,
+        )
+        try:
+            self.agent = build_agent(config, self.policy, self.device)
+            if state is not None:
+                self._load_state(state)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(
+                f"# maml-rl {maml_rl.__version__}: the resolved config of this run\n"
+                + dump_yaml(config.to_dict()),
+                encoding="utf-8",
+            )
+            resuming = state is not None
+            self.logger: Logger = MultiLogger(
+                [
+                    TensorBoardLogger(
+                        self.run_dir,
+                        config=config.flat(),
+                        purge_step=self.env_steps + 1 if resuming else None,
+                    ),
+                    JsonlLogger(
+                        self.run_dir / "metrics.jsonl",
+                        keep_until_iteration=self.iteration if resuming else None,
+                    ),
+                    *([ConsoleLogger(config.num_batches)] if console else []),
+                    *loggers,
+                ]
+            )
+        except BaseException:
+            self.sampler.close()
+            raise
+        self._closed = False
+
+    # -- construction from a checkpoint ------------------------------------------
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        overrides: Sequence[str] | Mapping[str, Any] = (),
+        **kwargs: Any,
+    ) -> Trainer:
+        """Continue the run in ``run_dir`` from its checkpoint.
+
+        ``overrides`` may change only :data:`RESUMABLE_KEYS` and ``sampler.*`` (e.g.
+        more ``num_batches``, another backend); anything else would make the resumed
+        run differ from an uninterrupted one and raises a :class:`ValueError`.
+        """
+        state = load_checkpoint(run_dir)
+        try:
+            stored = config_from_dict(state["config"])
+        except ValueError as exc:
+            raise ValueError(f"checkpoint in {run_dir} holds an invalid config: {exc}") from None
+        config = stored.replace(overrides) if overrides else stored
+        old, new = stored.flat(), config.flat()
+        for key in new:
+            if new[key] != old[key] and not (
+                key in RESUMABLE_KEYS or key.startswith(_RESUMABLE_PREFIXES)
+            ):
+                raise ValueError(
+                    f"a resumed run keeps its config, but {key} would change from {old[key]!r} "
+                    f"to {new[key]!r}; start a new run to change it"
+                )
+        if state["iteration"] >= config.num_batches:
+            raise ValueError(
+                f"the run in {run_dir} already finished {state['iteration']} of "
+                f"{config.num_batches} iterations; pass --num-batches N (N > "
+                f"{state['iteration']}) to continue it"
+            )
+        return cls(config, run_dir, state=state, **kwargs)
+
+    # -- state -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint dict of the current state (cloned: later updates don't alter it)."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "maml_rl_version": maml_rl.__version__,
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "config": self.config.to_dict(),
+            "policy": {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()},
+            "agent": copy.deepcopy(self.agent.state_dict()),
+            "rng": {"seed": self.config.seed, "torch": torch.get_rng_state()},
+        }
+
+    def _load_state(self, state: Mapping[str, Any]) -> None:
+        try:
+            self.policy.load_state_dict(state["policy"])
+            self.agent.load_state_dict(state["agent"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"checkpoint does not fit this run's policy/agent: {first}") from None
+        torch.set_rng_state(state["rng"]["torch"])
+        self.iteration = int(state["iteration"])
+        self.env_steps = int(state["env_steps"])
+
+    def save_checkpoint(self, state: Mapping[str, Any] | None = None) -> Path:
+        """Write ``checkpoint.pt`` (the current state, or a given :meth:`state_dict`)."""
+        return save_checkpoint(self.run_dir / CHECKPOINT_NAME, state or self.state_dict())
+
+    # -- the loop --------------------------------------------------------------
+    def run_iteration(self) -> dict[str, float]:
+        """One meta-iteration (see the module docstring); returns its metrics."""
+        cfg = self.config
+        num_steps = cfg.maml.num_adapt_steps
+        task_rng, sample_seeds, torch_seed = iteration_seeds(
+            cfg.seed, self.iteration, num_steps + 1
+        )
+        torch.manual_seed(torch_seed)
+        tasks: list[Task] = self.family.sample_tasks(cfg.maml.meta_batch_size, task_rng)
+
+        t_start = time.perf_counter()
+        sample_s = adapt_s = 0.0
+        params: Mapping[str, torch.Tensor] = _detached(self.policy.params())
+        train_batches: list[EpisodeBatch] = []
+        for k in range(num_steps):
+            t0 = time.perf_counter()
+            torch.set_num_threads(1)  # the sampler's hot loop: one thread (workers do the same)
+            batch = self.sampler.sample(tasks, params, cfg.maml.fast_batch_size, sample_seeds[k])
+            t1 = time.perf_counter()
+            torch.set_num_threads(UPDATE_THREADS)
+            # The adapted parameters only drive the next rollouts here; agent.step
+            # recomputes the adaptation with the graph it needs.
+            params = _detached(self.agent.adapt(params, batch))
+            sample_s += t1 - t0
+            adapt_s += time.perf_counter() - t1
+            train_batches.append(batch)
+        t0 = time.perf_counter()
+        torch.set_num_threads(1)
+        valid = self.sampler.sample(tasks, params, cfg.maml.fast_batch_size, sample_seeds[-1])
+        t1 = time.perf_counter()
+        sample_s += t1 - t0
+        torch.set_num_threads(UPDATE_THREADS)
+        agent_metrics = self.agent.step(train_batches, valid)
+        t_end = time.perf_counter()
+
+        steps = sum(b.env_steps for b in train_batches) + valid.env_steps
+        self.iteration += 1
+        self.env_steps += steps
+        lengths = torch.cat([b.lengths.flatten() for b in (*train_batches, valid)])
+        metrics: dict[str, float] = {"iteration": self.iteration}
+        metrics["rollout/return_pre_adapt"] = _mean_return(train_batches[0])
+        for k, b in enumerate(train_batches[1:], start=1):
+            metrics[f"rollout/return_adapt_step_{k}"] = _mean_return(b)
+        metrics["rollout/return_post_adapt"] = _mean_return(valid)
+        metrics["rollout/episode_length"] = float(lengths.float().mean())
+        metrics.update({k: float(v) for k, v in agent_metrics.items()})
+        iteration_s = t_end - t_start
+        metrics["time/sample_s"] = sample_s
+        metrics["time/adapt_s"] = adapt_s
+        metrics["time/update_s"] = t_end - t1
+        metrics["time/iteration_s"] = iteration_s
+        metrics["time/env_steps_per_s"] = steps / iteration_s if iteration_s > 0 else float("nan")
+        return metrics
+
+    def train(self) -> dict[str, float]:
+        """Run the remaining iterations up to ``num_batches``; returns the last metrics.
+
+        Checkpoints every ``checkpoint_every`` iterations and at the end. On Ctrl-C
+        the state after the last *finished* iteration is checkpointed, the sampler
+        shut down, and :class:`Interrupted` raised.
+        """
+        cfg = self.config
+        metrics: dict[str, float] = {}
+        last_done = self.state_dict()
+        try:
+            while self.iteration < cfg.num_batches:
+                metrics = self.run_iteration()
+                self.logger.write(metrics, step=self.env_steps)
+                every = cfg.checkpoint_every
+                if every and self.iteration % every == 0 and self.iteration < cfg.num_batches:
+                    self.save_checkpoint()
+                # Kept so that Ctrl-C in the middle of an update (which changes θ in
+                # place) checkpoints a consistent state.
+                last_done = self.state_dict()
+            self.save_checkpoint(last_done)
+        except KeyboardInterrupt:
+            self.save_checkpoint(last_done)
+            raise Interrupted(self.run_dir, last_done["iteration"], cfg.num_batches) from None
+        finally:
+            self.close()
+        return metrics
+
+    def close(self) -> None:
+        """Shut down the sampler's workers and close the loggers (idempotent)."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        try:
+            self.sampler.close()
+        finally:
+            self.logger.close()
+            torch.set_num_threads(self._torch_threads)
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
