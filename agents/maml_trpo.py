@@ -1,0 +1,460 @@
+"""MAML-TRPO: the meta-update of Finn et al. (2017) for reinforcement learning.
+
+The outer objective is the TRPO surrogate on the post-adaptation (validation)
+episodes, as a function of the meta-parameters ``θ`` *through* the adaptation::
+
+    θ'_i(θ) = adapt(θ, train episodes of task i)                  (agents.maml)
+    L(θ)    = − 1/N Σ_i mean_valid[ π_θ'_i(a|s) / π_old,i(a|s) · A_i(s, a) ]
+    KL(θ)   =   1/N Σ_i mean_valid[ KL(π_old,i(·|s) ‖ π_θ'_i(·|s)) ]
+
+where ``π_old,i`` is the adapted policy at the current ``θ`` (detached). The step is
+the natural-gradient direction ``s = H⁻¹ ∇L`` (conjugate gradient on products with
+the KL Hessian ``H`` plus damping), scaled to the trust region
+``β = sqrt(2 max_kl / sᵀHs)`` and shrunk by a backtracking line search that accepts
+only a lower surrogate with ``KL ≤ max_kl`` (Schulman et al., 2015).
+
+Hessian-vector products — where the time goes. ``H`` is the Hessian of ``KL(θ)`` at
+the current ``θ``, where the KL and its gradient vanish. Hence, with
+``B_i = ∂θ'_i/∂θ = I − α ∇²L_i^inner`` and ``G_i`` the Hessian of task ``i``'s KL
+with respect to its adapted parameters ``θ'_i``::
+
+    H v = Σ_i B_iᵀ G_i B_i v            (exact at the current θ)
+
+because the other chain-rule term, ``Σ ∂KL/∂θ'_i · ∂²θ'_i/∂θ²``, is multiplied by
+``∂KL/∂θ'_i = 0``. The default ``hvp="gauss_newton"`` computes exactly this: ``B v``
+by reverse-mode products through the (cached) inner-gradient graph (``∇²L`` is
+symmetric, so a vector-Jacobian product is a Jacobian-vector product), ``G`` by a
+double-backward on the outer network only, and ``Bᵀ`` by one backward through the
+adaptation. Only second derivatives of the inner loss appear. ``hvp="exact"``
+double-differentiates ``∇_θ KL(θ)`` through the adaptation, as the reference
+implementations do, which needs third derivatives of the inner loss; it gives the
+same products (a test checks) and is kept as the reference and for benchmarks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.distributions import Distribution, kl_divergence
+
+from maml_rl.agents.maml import (
+    InnerStep,
+    TaskSamples,
+    detach_distribution,
+    distribution_like,
+    distribution_tensors,
+    inner_step,
+)
+from maml_rl.agents.policies import Params, Policy
+from maml_rl.batch import EpisodeBatch
+from maml_rl.optim import LineSearchResult, backtracking_line_search, conjugate_gradient
+
+__all__ = ["MAMLTRPO"]
+
+
+@dataclasses.dataclass
+class _Linearization:
+    """What one TRPO step needs at the current ``θ``: values, gradient, curvature."""
+
+    loss: float
+    grad: torch.Tensor  # flat meta-gradient of the surrogate loss
+    inner_loss: float
+    old_log_probs: torch.Tensor  # [N, M] at the current θ (detached)
+    old_dist: Distribution  # the adapted policies at the current θ (detached)
+
+
+_HVP_METHODS = ("gauss_newton", "exact")
+
+
+def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _unflat(vec: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Params:
+    out: Params = {}
+    i = 0
+    for name, p in like.items():
+        out[name] = vec[i : i + p.numel()].view_as(p)
+        i += p.numel()
+    return out
+
+
+class MAMLTRPO:
+    """Model-agnostic meta-learning with a TRPO meta-update.
+
+    Args:
+        policy: the policy whose parameters are the meta-parameters ``θ``; moved to
+            ``device``; :meth:`step` updates its parameters in place.
+        fast_lr: inner step size ``α`` (MAML paper: 0.1).
+        num_adapt_steps: inner steps per task (paper: 1 in training).
+        first_order: treat the inner gradient as a constant (FOMAML).
+        gamma: discount factor for returns and GAE.
+        gae_lambda: GAE ``λ`` (pytorch-maml-rl: 1.0).
+        max_kl: trust-region radius on the mean KL (paper: 0.01).
+        cg_iters: conjugate-gradient iterations, i.e. Hessian-vector products (10).
+        cg_damping: ``λ`` in ``(H + λI) v`` (pytorch-maml-rl: 1e-5).
+        ls_max_steps: line-search candidates (15).
+        ls_backtrack_ratio: step shrink factor per candidate (0.8).
+        device: where the meta-update runs: ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+            ``"auto"`` (CUDA if available).
+        hvp: ``"gauss_newton"`` (default, faster) or ``"exact"`` (reference); see the
+            module docstring.
+        normalize_advantages: normalise advantages per task (pytorch-maml-rl does).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        fast_lr: float = 0.1,
+        num_adapt_steps: int = 1,
+        first_order: bool = False,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        max_kl: float = 0.01,
+        cg_iters: int = 10,
+        cg_damping: float = 1e-5,
+        ls_max_steps: int = 15,
+        ls_backtrack_ratio: float = 0.8,
+        device: str | torch.device = "cpu",
+        hvp: str = "gauss_newton",
+        normalize_advantages: bool = True,
+    ) -> None:
+        checks: list[tuple[str, Any, bool, str]] = [
+            ("fast_lr", fast_lr, fast_lr > 0, "> 0"),
+            ("num_adapt_steps", num_adapt_steps, num_adapt_steps >= 1, "≥ 1"),
+            ("gamma", gamma, 0 <= gamma <= 1, "in [0, 1]"),
+            ("gae_lambda", gae_lambda, 0 <= gae_lambda <= 1, "in [0, 1]"),
+            ("max_kl", max_kl, max_kl > 0, "> 0"),
+            ("cg_iters", cg_iters, cg_iters >= 1, "≥ 1"),
+            ("cg_damping", cg_damping, cg_damping >= 0, "≥ 0"),
+            ("ls_max_steps", ls_max_steps, ls_max_steps >= 1, "≥ 1"),
+            ("ls_backtrack_ratio", ls_backtrack_ratio, 0 < ls_backtrack_ratio < 1, "in (0, 1)"),
+        ]
+        for name, value, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {value}")
+        if hvp not in _HVP_METHODS:
+            raise ValueError(f"hvp must be one of {_HVP_METHODS}, got {hvp!r}")
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.policy = policy.to(self.device)
+        self.fast_lr = float(fast_lr)
+        self.num_adapt_steps = int(num_adapt_steps)
+        self.first_order = bool(first_order)
+        self.gamma = float(gamma)
+        self.gae_lambda = float(gae_lambda)
+        self.max_kl = float(max_kl)
+        self.cg_iters = int(cg_iters)
+        self.cg_damping = float(cg_damping)
+        self.ls_max_steps = int(ls_max_steps)
+        self.ls_backtrack_ratio = float(ls_backtrack_ratio)
+        self.hvp = hvp
+        self.normalize_advantages = bool(normalize_advantages)
+
+    # -- inner loop --------------------------------------------------------------
+    def samples(self, batch: EpisodeBatch) -> TaskSamples:
+        """The batch on the learner's device, with advantages (baseline fitted here)."""
+        dtype = next(self.policy.parameters()).dtype
+        return TaskSamples.from_batch(
+            batch, self.gamma, self.gae_lambda, device=self.device, dtype=dtype,
+            normalize=self.normalize_advantages,
+        )  # fmt: skip
+
+    def adapt(
+        self,
+        params: Mapping[str, torch.Tensor],
+        batch: EpisodeBatch,
+        *,
+        create_graph: bool = False,
+    ) -> Params:
+        """One inner REINFORCE step for every task of ``batch``.
+
+        Args:
+            params: ``θ`` (unstacked, shared by all tasks) or stacked ``[N, ...]``
+                parameters from a previous step.
+            batch: episodes sampled with ``params``, ``N`` tasks.
+            create_graph: keep the result differentiable w.r.t. ``params`` (to second
+                order unless ``first_order``); False returns detached parameters, for
+                sampling.
+
+        Returns:
+            Stacked adapted parameters ``[N, ...]`` on the learner's device.
+        """
+        params = {k: v.to(self.device) for k, v in params.items()}
+        step = inner_step(
+            self.policy, params, self.samples(batch), self.fast_lr,
+            second_order=not self.first_order, keep_graph=create_graph,
+        )  # fmt: skip
+        return step.params_out
+
+    def _adapt_chain(
+        self, theta: Mapping[str, torch.Tensor], train: Sequence[TaskSamples], keep_graph: bool
+    ) -> list[InnerStep]:
+        steps: list[InnerStep] = []
+        params: Mapping[str, torch.Tensor] = theta
+        for samples in train:
+            step = inner_step(
+                self.policy, params, samples, self.fast_lr,
+                second_order=not self.first_order, keep_graph=keep_graph,
+            )  # fmt: skip
+            steps.append(step)
+            params = step.params_out
+        return steps
+
+    # -- outer objective -----------------------------------------------------------
+    def _surrogate_and_kl(
+        self,
+        params: Mapping[str, torch.Tensor],
+        valid: TaskSamples,
+        old_log_probs: torch.Tensor,
+        old_dist: Distribution,
+    ) -> tuple[torch.Tensor, torch.Tensor, Distribution]:
+        """Surrogate loss and mean KL of the stacked adapted ``params`` on ``valid``."""
+        dist = self.policy(valid.observations, params)
+        ratio = torch.exp(dist.log_prob(valid.actions) - old_log_probs)
+        loss = -(ratio * valid.advantages * valid.weights).sum(1).mean()
+        kl = (kl_divergence(old_dist, dist) * valid.weights).sum(1).mean()
+        return loss, kl, dist
+
+    def _check_batches(self, train_batches: Sequence[EpisodeBatch], valid: EpisodeBatch) -> None:
+        if isinstance(train_batches, EpisodeBatch):
+            raise ValueError("train_batches must be a list of EpisodeBatch (one per inner step)")
+        if len(train_batches) != self.num_adapt_steps:
+            raise ValueError(
+                f"step needs one train batch per inner step (num_adapt_steps="
+                f"{self.num_adapt_steps}), got {len(train_batches)}"
+            )
+        counts = {b.num_tasks for b in train_batches} | {valid.num_tasks}
+        if len(counts) != 1:
+            raise ValueError(f"train and valid batches must have the same task count, got {counts}")
+
+    def _linearize(
+        self, train: Sequence[TaskSamples], valid: TaskSamples
+    ) -> tuple[_Linearization, Callable[[torch.Tensor], torch.Tensor]]:
+        """Surrogate, meta-gradient, and ``v ↦ (H + damping) v`` at the current ``θ``.
+
+        The product function holds the graphs it needs; drop it to free them.
+        """
+        theta = dict(self.policy.named_parameters())
+        # 1. Adaptation from θ, with the graph, shared by surrogate, KL and HVPs.
+        steps = self._adapt_chain(theta, train, keep_graph=True)
+        adapted = steps[-1].params_out
+        # 2. The outer network at a detached copy of θ': its graph is separate from the
+        #    adaptation's, so each is reused by every CG iteration.
+        leaf = {k: v.detach().requires_grad_() for k, v in adapted.items()}
+        with torch.enable_grad():
+            dist = self.policy(valid.observations, leaf)
+            log_probs = dist.log_prob(valid.actions)
+            old_log_probs = log_probs.detach()
+            old_dist = detach_distribution(dist)
+            ratio = torch.exp(log_probs - old_log_probs)
+            loss = -(ratio * valid.advantages * valid.weights).sum(1).mean()
+            # 3. Meta-gradient: outer backward to θ', then through the adaptation to θ.
+            grad_out = torch.autograd.grad(loss, list(leaf.values()), retain_graph=True)
+            grads = torch.autograd.grad(
+                list(adapted.values()), list(theta.values()), grad_outputs=grad_out,
+                retain_graph=True,
+            )  # fmt: skip
+        if self.hvp == "gauss_newton":
+            hvp = self._gauss_newton_hvp(theta, steps, leaf, dist, old_dist, valid)
+        else:
+            hvp = self._exact_hvp(theta, adapted, old_dist, valid)
+        lin = _Linearization(
+            loss=loss.item(),
+            grad=_flat(grads),
+            inner_loss=steps[0].losses.mean().item(),
+            old_log_probs=old_log_probs,
+            old_dist=old_dist,
+        )
+        return lin, hvp
+
+    def _evaluate(
+        self,
+        theta: Params,
+        train: Sequence[TaskSamples],
+        valid: TaskSamples,
+        old_log_probs: torch.Tensor,
+        old_dist: Distribution,
+    ) -> tuple[float, float]:
+        """Surrogate loss and mean KL at meta-parameters ``theta`` (re-adapted; no graph)."""
+        with torch.no_grad():
+            params = self._adapt_chain(theta, train, keep_graph=False)[-1].params_out
+            loss, kl, _ = self._surrogate_and_kl(params, valid, old_log_probs, old_dist)
+        return loss.item(), kl.item()
+
+    def step(
+        self, train_batches: Sequence[EpisodeBatch], valid_batch: EpisodeBatch
+    ) -> dict[str, float]:
+        """One TRPO meta-update of the policy's parameters (in place).
+
+        A non-finite loss, gradient or step direction, or a line search that finds
+        no acceptable step, leaves the parameters untouched
+        (``train/step_accepted = 0``).
+
+        Args:
+            train_batches: one batch per inner step; batch ``k`` was sampled with the
+                parameters after ``k`` inner steps.
+            valid_batch: episodes sampled with the fully adapted parameters.
+
+        Returns:
+            Metrics: ``train/surrogate_loss`` (before the step),
+            ``train/surrogate_loss_after``, ``train/kl`` (of the applied step, 0 if
+            none), ``train/line_search_steps`` (candidates tried, 0 if the search did
+            not run), ``train/step_accepted`` (1/0), ``train/inner_loss`` (mean
+            pre-adaptation inner loss), ``train/grad_norm`` (meta-gradient norm),
+            ``train/step_norm`` (norm of the applied step), ``train/cg_residual``
+            (relative residual of the CG solve), and the seconds spent in each phase:
+            ``time/trpo_gradient_s`` (advantages, adaptation with graph, surrogate,
+            meta-gradient), ``time/trpo_cg_s`` (the ``cg_iters`` Hessian-vector
+            products), ``time/trpo_line_search_s``.
+        """
+        self._check_batches(train_batches, valid_batch)
+        t0 = time.perf_counter()
+        train = [self.samples(b) for b in train_batches]
+        valid = self.samples(valid_batch)
+        lin, hvp = self._linearize(train, valid)
+        g = lin.grad
+        grad_norm = g.norm().item()
+        t1 = time.perf_counter()
+
+        full_step: torch.Tensor | None = None
+        cg_residual = math.nan
+        if math.isfinite(lin.loss) and math.isfinite(grad_norm):
+            cg = conjugate_gradient(hvp, g, self.cg_iters)
+            cg_residual = cg.residual_norm / max(grad_norm, 1e-30)
+            if cg.xAx > 0 and math.isfinite(cg.xAx) and bool(torch.isfinite(cg.x).all()):
+                # The largest step along −H⁻¹g with ½ sᵀHs = max_kl (quadratic KL model).
+                full_step = -math.sqrt(2.0 * self.max_kl / cg.xAx) * cg.x
+        del hvp  # release the graphs before the line search
+        t2 = time.perf_counter()
+
+        theta = dict(self.policy.named_parameters())
+        theta_old = _flat([p.detach() for p in theta.values()])
+        result = LineSearchResult(False, 0.0, 0, lin.loss, 0.0)
+        if full_step is not None:
+            step = full_step
+
+            def evaluate(fraction: float) -> tuple[float, float]:
+                candidate = _unflat(theta_old + fraction * step, theta)
+                return self._evaluate(candidate, train, valid, lin.old_log_probs, lin.old_dist)
+
+            result = backtracking_line_search(
+                evaluate, lin.loss, self.max_kl, self.ls_max_steps, self.ls_backtrack_ratio
+            )
+        step_norm = 0.0
+        if result.accepted and full_step is not None:
+            new = _unflat(theta_old + result.fraction * full_step, theta)
+            with torch.no_grad():
+                for name, p in theta.items():
+                    p.copy_(new[name])
+            step_norm = result.fraction * full_step.norm().item()
+        t3 = time.perf_counter()
+        return {
+            "train/surrogate_loss": lin.loss,
+            "train/surrogate_loss_after": result.loss,
+            "train/kl": result.kl,
+            "train/line_search_steps": float(result.steps),
+            "train/step_accepted": float(result.accepted),
+            "train/inner_loss": lin.inner_loss,
+            "train/grad_norm": grad_norm,
+            "train/step_norm": step_norm,
+            "train/cg_residual": cg_residual,
+            "time/trpo_gradient_s": t1 - t0,
+            "time/trpo_cg_s": t2 - t1,
+            "time/trpo_line_search_s": t3 - t2,
+        }
+
+    # -- Hessian-vector products of the KL through the adaptation --------------------
+    def _gauss_newton_hvp(
+        self,
+        theta: Params,
+        steps: list[InnerStep],
+        leaf: Params,
+        dist: Distribution,
+        old_dist: Distribution,
+        valid: TaskSamples,
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``v ↦ (Σ_i B_iᵀ J_iᵀ F_i J_i B_i + damping) v`` (see the module docstring).
+
+        ``G_i = J_iᵀ F_i J_i``: ``J_i`` is the Jacobian of the distribution's tensors
+        (mean and std, or logits) w.r.t. ``θ'_i`` and ``F_i`` the KL's Hessian in
+        those tensors (elementwise-cheap). ``J u`` reuses the graph of a
+        vector-Jacobian product that is linear in a dummy cotangent ``d``:
+        ``J u = ∂(Jᵀd · u)/∂d`` — no forward pass is repeated.
+        """
+        leaves = list(leaf.values())
+        outs = distribution_tensors(dist)
+        with torch.enable_grad():
+            dummies = [torch.zeros_like(o, requires_grad=True) for o in outs]
+            jt_dummy = torch.autograd.grad(outs, leaves, grad_outputs=dummies, create_graph=True)
+            out_leaves = [o.detach().requires_grad_() for o in outs]
+            new_dist = distribution_like(dist, out_leaves)
+            kl = (kl_divergence(old_dist, new_dist) * valid.weights).sum(1).mean()
+            grad_kl_out = torch.autograd.grad(kl, out_leaves, create_graph=True)
+        n = valid.num_tasks
+        adapted = list(steps[-1].params_out.values())
+        params = list(theta.values())
+
+        def grad(outputs: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor],
+                 cotangents: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:  # fmt: skip
+            return torch.autograd.grad(
+                outputs, inputs, grad_outputs=cotangents, retain_graph=True,
+                allow_unused=True, materialize_grads=True,
+            )  # fmt: skip
+
+        def hvp(v: torch.Tensor) -> torch.Tensor:
+            # B v: push v forward through each inner step, u ← u − α ∇²L_k u.
+            u = [t.unsqueeze(0).expand(n, *t.shape) for t in _unflat(v, theta).values()]
+            if not self.first_order:
+                for step in steps:
+                    hu = grad(list(step.grads.values()), list(step.params_in.values()), u)
+                    u = [a - self.fast_lr * b for a, b in zip(u, hu, strict=True)]
+            # G (B v) = Jᵀ F J u on the outer network at θ'_i, per task.
+            ju = grad(jt_dummy, dummies, u)
+            fju = grad(grad_kl_out, out_leaves, ju)
+            gu = grad(outs, leaves, fju)
+            # Bᵀ (G B v), summed over tasks: one backward through the adaptation.
+            return _flat(grad(adapted, params, gu)) + self.cg_damping * v
+
+        return hvp
+
+    def _exact_hvp(
+        self,
+        theta: Params,
+        adapted: Params,
+        old_dist: Distribution,
+        valid: TaskSamples,
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``v ↦ (∇²_θ KL + damping) v`` by double backward through the adaptation."""
+        params = list(theta.values())
+        with torch.enable_grad():
+            dist = self.policy(valid.observations, adapted)
+            kl = (kl_divergence(old_dist, dist) * valid.weights).sum(1).mean()
+            # The graph of ∇_θ KL is built once and reused by every product.
+            flat_grad_kl = _flat(torch.autograd.grad(kl, params, create_graph=True))
+
+        def hvp(v: torch.Tensor) -> torch.Tensor:
+            hv = torch.autograd.grad(flat_grad_kl, params, grad_outputs=v, retain_graph=True)
+            return _flat(hv) + self.cg_damping * v
+
+        return hvp
+
+    # -- checkpointing -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The policy's state (TRPO itself keeps no optimiser state between steps)."""
+        return {"policy": self.policy.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if set(state) != {"policy"}:
+            raise ValueError(
+                f"MAMLTRPO state must have exactly the key 'policy', got {sorted(state)}"
+            )
+        self.policy.load_state_dict(state["policy"])

@@ -1,0 +1,410 @@
+"""MAML inner loop and MAML-TRPO: the meta-learning invariants (maml_rl.agents, maml_rl.optim)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from maml_rl.agents.maml import TaskSamples, inner_losses, inner_step
+from maml_rl.agents.maml_trpo import MAMLTRPO, _flat, _unflat
+from maml_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Policy, stack_params
+from maml_rl.batch import EpisodeBatch
+from maml_rl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
+from maml_rl.optim import backtracking_line_search, conjugate_gradient
+from maml_rl.tasks import Task
+
+N, E, T = 3, 4, 8
+
+
+def rollout(
+    policy: GaussianMLPPolicy,
+    params: dict[str, torch.Tensor],
+    tasks: list[Task],
+    episodes: int,
+    horizon: int,
+    seed: int,
+) -> EpisodeBatch:
+    """Sample ``episodes`` Navigation2D episodes per task with (stacked) ``params``."""
+    n = len(tasks)
+    env = BatchedNavigation2D(n * episodes, horizon)
+    env.set_tasks([t for t in tasks for _ in range(episodes)])
+    obs_np, _ = env.reset(seed=list(range(n * episodes)))
+    gen = torch.Generator().manual_seed(seed)
+    dtype = next(policy.parameters()).dtype
+    if not policy.is_stacked(params):
+        params = stack_params(params, n)
+    obs, acts, rews, logps = [], [], [], []
+    with torch.no_grad():
+        for _ in range(horizon):
+            o = torch.as_tensor(obs_np, dtype=dtype).view(n, episodes, -1)
+            dist = policy(o, params)
+            noise = torch.randn(dist.mean.shape, generator=gen, dtype=dtype)
+            a = dist.mean + dist.stddev * noise
+            obs.append(o)
+            acts.append(a)
+            logps.append(dist.log_prob(a))
+            obs_np, r, _, _, _ = env.step(a.reshape(n * episodes, -1).double().numpy())
+            rews.append(torch.as_tensor(r).view(n, episodes))
+    truncated = torch.zeros(n, horizon, episodes, dtype=torch.bool)
+    truncated[:, -1] = True
+
+    def stack(xs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(xs, dim=1).float()
+
+    return EpisodeBatch(
+        observations=stack(obs),
+        actions=stack(acts),
+        rewards=stack(rews),
+        log_probs=stack(logps),
+        terminated=torch.zeros_like(truncated),
+        truncated=truncated,
+        mask=torch.ones(n, horizon, episodes),
+        final_observations=torch.as_tensor(obs_np, dtype=torch.float32).view(n, episodes, -1),
+        tasks=list(tasks),
+    )
+
+
+def make_policy(dtype: torch.dtype = torch.float64, activation: str = "tanh") -> GaussianMLPPolicy:
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8, 8), activation=activation, init_std=0.5)
+    # A non-trivial mean (the default init makes the output layer almost zero), and
+    # non-zero biases: with zero biases every ReLU sits exactly at its kink for the
+    # start observation (0, 0), where the inner gradient jumps.
+    torch.nn.init.normal_(policy.head.weight, std=0.5)
+    for layer in policy.layers:
+        torch.nn.init.normal_(layer.bias, std=0.1)
+    return policy.to(dtype)
+
+
+def make_agent(policy: Policy, **kwargs: object) -> MAMLTRPO:
+    defaults: dict[str, object] = {"fast_lr": 0.5, "gamma": 0.95, "gae_lambda": 1.0}
+    return MAMLTRPO(policy, **{**defaults, **kwargs})  # type: ignore[arg-type]
+
+
+def meta_batches(
+    agent: MAMLTRPO, num_steps: int = 1, seed: int = 0
+) -> tuple[list[EpisodeBatch], EpisodeBatch]:
+    """Train batches and a valid batch, sampled as the trainer does."""
+    policy = agent.policy
+    assert isinstance(policy, GaussianMLPPolicy)
+    tasks = Navigation2DEnv.sample_tasks(N, np.random.default_rng(seed))
+    params: dict[str, torch.Tensor] = policy.params()
+    train = []
+    for k in range(num_steps):
+        batch = rollout(policy, params, tasks, E, T, seed=100 * seed + k)
+        train.append(batch)
+        params = agent.adapt(params, batch)
+    return train, rollout(policy, params, tasks, E, T, seed=100 * seed + 99)
+
+
+# -- inner loop --------------------------------------------------------------------------
+
+
+def test_batched_adaptation_equals_per_task_loop() -> None:
+    policy = make_policy()
+    agent = make_agent(policy)
+    (batch,), _ = meta_batches(agent)
+    adapted = agent.adapt(policy.params(), batch)
+    samples = agent.samples(batch)
+    for i in range(N):
+        theta = {k: v.detach().clone().requires_grad_() for k, v in policy.params().items()}
+        obs = samples.observations[i]
+        logp = policy(obs, theta).log_prob(samples.actions[i])
+        loss = -(logp * samples.advantages[i] * samples.weights[i]).sum()
+        grads = torch.autograd.grad(loss, list(theta.values()))
+        for (name, p), g in zip(theta.items(), grads, strict=True):
+            torch.testing.assert_close(adapted[name][i], p - agent.fast_lr * g)
+
+
+def test_adapt_graph_reaches_theta_only_with_create_graph() -> None:
+    policy = make_policy()
+    agent = make_agent(policy)
+    (batch,), valid = meta_batches(agent)
+    detached = agent.adapt(policy.params(), batch)
+    assert not any(v.requires_grad for v in detached.values())
+    adapted = agent.adapt(policy.params(), batch, create_graph=True)
+    loss = inner_losses(policy, adapted, agent.samples(valid)).sum()
+    grads = torch.autograd.grad(loss, list(policy.parameters()), retain_graph=True)
+    assert all(g.abs().sum() > 0 for g in grads)
+    # A second inner step from stacked parameters keeps the connection.
+    twice = agent.adapt(adapted, valid, create_graph=True)
+    grads2 = torch.autograd.grad(inner_losses(policy, twice, agent.samples(valid)).sum(),
+                                 list(policy.parameters()))  # fmt: skip
+    assert all(g.abs().sum() > 0 for g in grads2)
+
+
+def test_stacked_params_for_the_wrong_task_count_are_rejected() -> None:
+    policy = make_policy()
+    agent = make_agent(policy)
+    (batch,), _ = meta_batches(agent)
+    with pytest.raises(ValueError, match="stacked parameters are for 2 tasks"):
+        agent.adapt(stack_params(policy.params(), 2), batch)
+
+
+# -- the meta-gradient ---------------------------------------------------------------------
+
+
+def _meta_gradient(agent: MAMLTRPO, train: list[EpisodeBatch], valid: EpisodeBatch) -> torch.Tensor:
+    lin, _ = agent._linearize([agent.samples(b) for b in train], agent.samples(valid))
+    return lin.grad
+
+
+@pytest.mark.parametrize("num_steps", [1, 2])
+def test_meta_gradient_equals_finite_differences(num_steps: int) -> None:
+    policy = make_policy()
+    agent = make_agent(policy, num_adapt_steps=num_steps)
+    train_b, valid_b = meta_batches(agent, num_steps)
+    train = [agent.samples(b) for b in train_b]
+    valid = agent.samples(valid_b)
+    lin, _ = agent._linearize(train, valid)
+    theta = {k: v.detach() for k, v in policy.named_parameters()}
+    direction = torch.randn(lin.grad.shape, generator=torch.Generator().manual_seed(1),
+                            dtype=torch.float64)  # fmt: skip
+    eps = 1e-6
+
+    def loss_at(sign: float) -> float:
+        shifted = _unflat(_flat(list(theta.values())) + sign * eps * direction, theta)
+        return agent._evaluate(shifted, train, valid, lin.old_log_probs, lin.old_dist)[0]
+
+    fd = (loss_at(1.0) - loss_at(-1.0)) / (2 * eps)
+    assert lin.grad @ direction == pytest.approx(fd, rel=1e-5, abs=1e-9)
+
+
+def test_second_order_gradient_matches_per_task_reference_and_differs_from_first_order() -> None:
+    policy = make_policy()
+    agent = make_agent(policy)
+    train, valid_b = meta_batches(agent)
+    g2 = _meta_gradient(agent, train, valid_b)
+    g1 = _meta_gradient(make_agent(policy, first_order=True), train, valid_b)
+    assert (g2 - g1).norm() > 1e-3 * g2.norm()
+
+    # Reference: one task at a time, the adaptation written with plain autograd.
+    tr, va = agent.samples(train[0]), agent.samples(valid_b)
+    theta = dict(policy.named_parameters())
+    ref2 = [torch.zeros_like(p) for p in theta.values()]
+    ref1 = [torch.zeros_like(p) for p in theta.values()]
+    for i in range(N):
+        for second_order, ref in ((True, ref2), (False, ref1)):
+            logp = policy(tr.observations[i], theta).log_prob(tr.actions[i])
+            inner = -(logp * tr.advantages[i] * tr.weights[i]).sum()
+            grads = torch.autograd.grad(inner, list(theta.values()), create_graph=second_order)
+            adapted = {
+                k: p - agent.fast_lr * g for (k, p), g in zip(theta.items(), grads, strict=True)
+            }
+            lp = policy(va.observations[i], adapted).log_prob(va.actions[i])
+            outer = -(torch.exp(lp - lp.detach()) * va.advantages[i] * va.weights[i]).sum() / N
+            for r, g in zip(ref, torch.autograd.grad(outer, list(theta.values())), strict=True):
+                r += g
+    torch.testing.assert_close(g2, _flat(ref2))
+    torch.testing.assert_close(g1, _flat(ref1))
+
+
+# -- curvature -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("num_steps", "first_order"),
+    [(1, False), (2, False), (1, True)],
+    ids=["1-step", "2-step", "fo"],
+)
+def test_gauss_newton_products_equal_exact_kl_hessian_products(
+    num_steps: int, first_order: bool
+) -> None:
+    policy = make_policy()
+    gn = make_agent(policy, num_adapt_steps=num_steps, first_order=first_order)
+    exact = make_agent(policy, num_adapt_steps=num_steps, first_order=first_order, hvp="exact")
+    train_b, valid_b = meta_batches(gn, num_steps)
+    train = [gn.samples(b) for b in train_b]
+    valid = gn.samples(valid_b)
+    _, hvp_gn = gn._linearize(train, valid)
+    _, hvp_exact = exact._linearize(train, valid)
+    g = torch.Generator().manual_seed(2)
+    size = sum(p.numel() for p in policy.parameters())
+    u, v = (torch.randn(size, generator=g, dtype=torch.float64) for _ in range(2))
+    hv = hvp_gn(v)
+    torch.testing.assert_close(hv, hvp_exact(v), rtol=1e-9, atol=1e-12)
+    # A damped KL Hessian is symmetric positive definite.
+    assert u @ hv == pytest.approx(v @ hvp_gn(u), rel=1e-9)
+    assert v @ hv > 0
+
+
+def test_categorical_policy_products_and_step() -> None:
+    torch.manual_seed(0)
+    policy = CategoricalMLPPolicy(3, 4, hidden_sizes=(8,), activation="tanh").double()
+    torch.nn.init.normal_(policy.head.weight, std=0.5)
+    g = torch.Generator().manual_seed(0)
+
+    def batch(seed: int) -> EpisodeBatch:
+        g.manual_seed(seed)
+        truncated = torch.zeros(N, T, E, dtype=torch.bool)
+        truncated[:, -1] = True
+        return EpisodeBatch(
+            observations=torch.randn(N, T, E, 3, generator=g),
+            actions=torch.randint(0, 4, (N, T, E), generator=g),
+            rewards=torch.randn(N, T, E, generator=g),
+            log_probs=torch.zeros(N, T, E),
+            terminated=torch.zeros_like(truncated),
+            truncated=truncated,
+            mask=torch.ones(N, T, E),
+            final_observations=torch.randn(N, E, 3, generator=g),
+            tasks=Navigation2DEnv.sample_tasks(N, np.random.default_rng(seed)),
+        )
+
+    gn, exact = make_agent(policy), make_agent(policy, hvp="exact")
+    train, valid = [gn.samples(batch(1))], gn.samples(batch(2))
+    v = torch.randn(sum(p.numel() for p in policy.parameters()), generator=g, dtype=torch.float64)
+    torch.testing.assert_close(
+        gn._linearize(train, valid)[1](v), exact._linearize(train, valid)[1](v)
+    )
+    metrics = gn.step([batch(1)], batch(2))
+    assert all(math.isfinite(x) for x in metrics.values())
+
+
+# -- conjugate gradient and line search --------------------------------------------------------
+
+
+def test_conjugate_gradient_solves_spd_system() -> None:
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    a = m @ m.T + 0.5 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, generator=g, dtype=torch.float64)
+    calls = []
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return a @ v
+
+    res = conjugate_gradient(matvec, b, iters=6)
+    torch.testing.assert_close(res.x, torch.linalg.solve(a, b))
+    assert res.xAx == pytest.approx((res.x @ a @ res.x).item(), rel=1e-9)
+    assert len(calls) == res.iterations <= 6
+    # Fewer iterations than the dimension: not solved, but xAx is still exact.
+    short = conjugate_gradient(matvec, b, iters=2)
+    assert short.iterations == 2 and short.residual_norm > 1e-6
+    assert short.xAx == pytest.approx((short.x @ a @ short.x).item(), rel=1e-9)
+
+
+def test_conjugate_gradient_flags_an_indefinite_matrix() -> None:
+    res = conjugate_gradient(lambda v: -v, torch.ones(3, dtype=torch.float64), iters=3)
+    assert not torch.isfinite(res.x).all()
+
+
+def test_line_search_accepts_first_fraction_that_improves_within_kl() -> None:
+    # KL grows like 0.05·f²; with max_kl 0.01 the fractions 1 and 0.5 are too long.
+    res = backtracking_line_search(lambda f: (-f, 0.05 * f * f), 0.0, 0.01, 10, 0.5)
+    assert res.accepted and res.fraction == 0.25 and res.steps == 3
+    assert res.loss == -0.25 and res.kl == pytest.approx(0.003125)
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [(1.0, 0.0), (-1.0, 0.02), (float("nan"), 0.0), (-1.0, float("nan")), (-float("inf"), 0.0)],
+    ids=["loss-up", "kl-too-big", "nan-loss", "nan-kl", "inf-loss"],
+)
+def test_line_search_rejects(outcome: tuple[float, float]) -> None:
+    tried = []
+
+    def evaluate(fraction: float) -> tuple[float, float]:
+        tried.append(fraction)
+        return outcome
+
+    res = backtracking_line_search(evaluate, 0.0, 0.01, 4, 0.5)
+    assert not res.accepted and res.fraction == 0.0 and res.loss == 0.0
+    assert tried == [1.0, 0.5, 0.25, 0.125] and res.steps == 4
+
+
+# -- MAML-TRPO step --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hvp", ["gauss_newton", "exact"])
+def test_trpo_step_improves_surrogate_within_trust_region(hvp: str) -> None:
+    policy = make_policy(torch.float32, activation="relu")
+    agent = make_agent(policy, hvp=hvp, max_kl=0.01)
+    train_b, valid_b = meta_batches(agent)
+    before = {k: v.detach().clone() for k, v in policy.named_parameters()}
+    train, valid = [agent.samples(b) for b in train_b], agent.samples(valid_b)
+    lin, _ = agent._linearize(train, valid)
+    metrics = agent.step(train_b, valid_b)
+    assert metrics["train/step_accepted"] == 1.0
+    after = {k: v.detach() for k, v in policy.named_parameters()}
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # Re-evaluate at the new θ independently of the step's own bookkeeping.
+    loss, kl = agent._evaluate(after, train, valid, lin.old_log_probs, lin.old_dist)
+    assert loss < metrics["train/surrogate_loss"]
+    assert 0 < kl <= agent.max_kl
+    assert loss == pytest.approx(metrics["train/surrogate_loss_after"], rel=1e-4, abs=1e-6)
+    assert kl == pytest.approx(metrics["train/kl"], rel=1e-3)
+    assert metrics["train/line_search_steps"] >= 1
+
+
+def test_nonfinite_loss_is_rejected_and_theta_unchanged() -> None:
+    policy = make_policy(torch.float32, activation="relu")
+    agent = make_agent(policy)
+    train, valid = meta_batches(agent)
+    # Huge observations: means of ~1e31, log-probabilities overflow to -inf and the
+    # probability ratio is NaN (the baseline clips observations and still fits).
+    broken = dataclasses.replace(valid, observations=valid.observations * 1e30)
+    before = [p.detach().clone() for p in policy.parameters()]
+    metrics = agent.step(train, broken)
+    assert not math.isfinite(metrics["train/surrogate_loss"])
+    assert metrics["train/step_accepted"] == 0.0
+    assert metrics["train/kl"] == 0.0 and metrics["train/line_search_steps"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
+
+
+def test_step_validates_its_inputs() -> None:
+    policy = make_policy()
+    agent = make_agent(policy, num_adapt_steps=2)
+    train, valid = meta_batches(agent, 2)
+    with pytest.raises(ValueError, match="one train batch per inner step"):
+        agent.step(train[:1], valid)
+    with pytest.raises(ValueError, match="list of EpisodeBatch"):
+        agent.step(train[0], valid)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="same task count"):
+        agent.step(train, valid.task_slice([0, 1]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fast_lr": 0.0}, "fast_lr must be > 0"),
+        ({"num_adapt_steps": 0}, "num_adapt_steps must be ≥ 1"),
+        ({"max_kl": -1.0}, "max_kl must be > 0"),
+        ({"ls_backtrack_ratio": 1.0}, "ls_backtrack_ratio must be in"),
+        ({"hvp": "fisher"}, "hvp must be one of"),
+    ],
+)
+def test_bad_hyperparameters_are_rejected(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_agent(make_policy(), **kwargs)
+
+
+def test_state_dict_round_trip() -> None:
+    policy = make_policy()
+    agent = make_agent(policy)
+    state = {k: v.clone() for k, v in agent.state_dict()["policy"].items()}
+    other = make_agent(make_policy())
+    with torch.no_grad():
+        for p in other.policy.parameters():
+            p.add_(1.0)
+    other.load_state_dict({"policy": state})
+    for a, b in zip(policy.parameters(), other.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="exactly the key 'policy'"):
+        other.load_state_dict({"optimizer": {}})
+
+
+def test_inner_step_from_detached_params_gives_gradient() -> None:
+    policy = make_policy()
+    agent = make_agent(policy)
+    (batch,), _ = meta_batches(agent)
+    samples: TaskSamples = agent.samples(batch)
+    detached = {k: v.detach() for k, v in policy.params().items()}
+    with torch.no_grad():  # as inside a sampler
+        step = inner_step(policy, detached, samples, 0.1, second_order=True, keep_graph=False)
+    assert all(torch.isfinite(v).all() and not v.requires_grad for v in step.params_out.values())
+    assert any((step.params_out[k] - detached[k]).abs().sum() > 0 for k in detached)
