@@ -1,0 +1,1165 @@
+"""Fast adaptation to held-out tasks: the test of a meta-trained policy.
+
+For each of ``N`` evaluation tasks the policy plays ``E`` episodes, takes one
+policy-gradient step on them, plays ``E`` new episodes, and so on ``K`` times
+(Finn et al., 2017, §5.3): the *adaptation curve*, the mean return after
+``0, 1, …, K`` steps, with a 95 % confidence interval over tasks. The same is
+measured, on the same tasks and with the same episodes per step, for the MAML
+paper's baselines (:mod:`maml_rl.eval_baselines`)::
+
+    result = evaluate(["runs/Navigation2D-v0-maml_trpo-…"],
+                      EvalSettings(adapt_steps=3, baselines=("random", "pretrained")))
+    result["runs"][0]["curve"]["mean"]        # [K + 1] mean returns over tasks
+
+or ``maml-rl evaluate RUN_DIR [RUN_DIR …] --adapt-steps 3 --baselines random,oracle``.
+
+**Adaptation.** Step ``k`` (1-based) is the agents' own inner step
+(:func:`maml_rl.agents.maml.inner_step`: REINFORCE with the per-task linear baseline
+and normalised advantages, one step for all tasks at once) with the step size
+``fast_lr_schedule[k - 1]`` (the last entry repeats). The default schedule is the
+MAML paper's test-time rule: the run's ``fast_lr`` for the first step, half of it
+for later ones (0.1 then 0.05 in the paper).
+
+**Held-out tasks.** The trainer draws iteration ``i``'s tasks from
+``SeedSequence(seed, spawn_key=(1, i))`` (:func:`maml_rl.trainer.iteration_seeds`).
+Evaluation draws from ``SeedSequence([EVAL_ENTROPY_TAG, eval_seed])``, whose entropy
+differs from every training stream's, so the two never share a stream whatever the
+seeds. As a guarantee rather than a probability, the training tasks of every
+evaluated run (and of the pretrained/oracle baselines) are replayed from their
+seeds, and an evaluation task that equals one of them exactly is re-drawn.
+*Finite families* — every task field has a finite set of ``choices``, e.g.
+HalfCheetahDir/AntDir with direction ∈ {−1, +1} — have no held-out tasks: the
+training tasks are all of them. They are evaluated on every task of the family,
+each repeated equally often up to at least ``num_tasks`` (each repeat with its own
+episodes), and ``eval.json`` says so (``task_set.held_out = false``).
+
+**Randomness.** Everything derives from the evaluation seed, so two evaluations
+with the same seed give identical numbers. Rollouts of step ``k`` use the same
+sampler seed for every method: on a given task all methods start from the same
+initial states and action noise (common random numbers), which makes their
+differences less noisy.
+
+**Outputs** (in ``out``): ``eval.json`` (schema below), ``adaptation.png`` (the
+adaptation curves, SB3 PPO against its env-step budgets) and TensorBoard scalars
+``eval/return_step_<k>`` under ``tensorboard/<label>/`` (x-axis: the checkpoint's
+environment steps).
+
+``eval.json`` (``schema_version`` 1)::
+
+    {
+      "schema_version": 1, "maml_rl_version": str, "env_id": str,
+      "settings": {"num_tasks", "adapt_steps", "episodes_per_step", "fast_lr_schedule",
+                   "step_fast_lr": [K], "seed", "baselines": [...], "confidence": 0.95,
+                   "horizon", "sampler", "pretrain_iterations", "sb3_multipliers"},
+      "task_set": {"held_out": bool, "rule": str, "num_tasks": N,
+                   "training_tasks_checked": int, "redrawn": int},
+      "tasks": [task dicts, N],
+      "runs": [{"label", "path", "agent", "iteration", "env_steps", "curve": CURVE}],
+      "baselines": {
+        "random": {"curve": CURVE},
+        "pretrained": {"curve": CURVE, "train_iterations", "train_env_steps"},
+        "oracle": {"curve": CURVE, "env_id", "train_iterations", "train_env_steps"},
+        "sb3_ppo": {"points": [{"multiplier", "budget_env_steps", "env_steps",
+                                "mean", "ci95", "ci_low", "ci_high", "per_task_mean"}]}
+      },
+      "timing_s": {label: seconds}
+    }
+    CURVE = {"step": [0..K], "fast_lr": [null, lr_1, …, lr_K],
+             "mean": [K+1], "ci95": [K+1], "ci_low": [K+1], "ci_high": [K+1],
+             "env_steps_per_task": [K+1],      # cumulative, episodes actually played
+             "per_task_mean": [[N] × (K+1)], "per_task_ci95": [[N] × (K+1)]}
+
+``mean`` is the mean over tasks of each task's mean episode return, ``ci95`` the
+half-width of its 95 % t-interval over the ``N`` tasks (``null`` when undefined);
+``per_task_ci95`` is each task's t-interval over its ``E`` episodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+import maml_rl
+from maml_rl.agents.maml import TaskSamples, inner_step
+from maml_rl.agents.policies import Params, Policy
+from maml_rl.checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint
+from maml_rl.config import Config, config_from_dict
+from maml_rl.sampler import Sampler, make_sampler
+from maml_rl.tasks import Task, TaskFamily, family_class
+from maml_rl.trainer import build_policy, iteration_seeds
+
+__all__ = [
+    "BASELINES",
+    "EVAL_ENTROPY_TAG",
+    "EVAL_JSON",
+    "SCHEMA_VERSION",
+    "Curve",
+    "EvalSettings",
+    "LoadedRun",
+    "TaskSet",
+    "adaptation_curve",
+    "default_fast_lr_schedule",
+    "default_out_dir",
+    "evaluate",
+    "format_summary",
+    "held_out_tasks",
+    "load_eval",
+    "load_run",
+    "mean_confidence_interval",
+    "parse_baselines",
+    "parse_fast_lr_schedule",
+    "parse_multipliers",
+    "step_learning_rates",
+    "t_quantile",
+    "training_tasks",
+    "write_outputs",
+]
+
+EVAL_JSON = "eval.json"
+PLOT_NAME = "adaptation.png"
+SCHEMA_VERSION = 1
+#: The baselines :func:`evaluate` knows, in plotting order.
+BASELINES = ("random", "pretrained", "oracle", "sb3_ppo")
+CONFIDENCE = 0.95
+#: Mixed into the evaluation seed's entropy ("maml-eval" in ASCII) so that no
+#: evaluation stream is a training stream, for any pair of seeds.
+EVAL_ENTROPY_TAG = 0x6D616D6C2D6576616C
+
+# Spawn keys of the evaluation streams (children of SeedSequence([TAG, seed])).
+_TASKS, _ROLLOUTS, _RANDOM_INIT, _PRETRAINED, _ORACLE, _SB3 = range(6)
+
+
+# -- statistics --------------------------------------------------------------------------
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny, eps = 1e-300, 1e-15
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 1000):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)),
+                    -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):  # fmt: skip
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            break
+    return h
+
+
+def _log_inv_beta(a: float, b: float) -> float:
+    """``log(1 / B(a, b)) = lgamma(a + b) − lgamma(a) − lgamma(b)``, accurate for large ``a``.
+
+    For ``max(a, b) ≥ 100`` the difference of two large ``lgamma`` values loses digits
+    (six of them at ``a = 10⁶``); Stirling's series for ``lgamma(big + small) −
+    lgamma(big)``, arranged without cancellation, keeps full precision there.
+    """
+    big, small = max(a, b), min(a, b)
+    if big < 100.0:
+        return math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    # lgamma(z) = (z − ½) log z − z + ½ log 2π + 1/(12 z) − 1/(360 z³) + O(z⁻⁵)
+    diff = (
+        (big - 0.5) * math.log1p(small / big)
+        + small * math.log(big + small)
+        - small
+        + (1.0 / (big + small) - 1.0 / big) / 12.0
+        - (1.0 / (big + small) ** 3 - 1.0 / big**3) / 360.0
+    )
+    return diff - math.lgamma(small)
+
+
+def _betainc(a: float, b: float, x: float, y: float) -> float:
+    """Regularised incomplete beta function ``I_x(a, b)``, given ``x`` and ``y = 1 − x``.
+
+    Both are passed so that neither is computed by a cancelling subtraction (the t
+    CDF at large ``df`` has ``x`` within 1e-9 of 1).
+    """
+    if x <= 0.0:
+        return 0.0
+    if y <= 0.0:
+        return 1.0
+    # log(x) as log1p(−y) when x is near 1 (and vice versa): no digits lost.
+    log_x = math.log1p(-y) if y < 0.5 else math.log(x)
+    log_y = math.log1p(-x) if x < 0.5 else math.log(y)
+    front = math.exp(_log_inv_beta(a, b) + a * log_x + b * log_y)
+    # The continued fraction converges fast for x < (a + 1) / (a + b + 2); use the
+    # symmetry I_x(a, b) = 1 − I_{1−x}(b, a) on the other side.
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, y) / b
+
+
+def _t_cdf(t: float, df: float) -> float:
+    """CDF of Student's t distribution with ``df`` degrees of freedom."""
+    t2 = t * t
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t2), t2 / (df + t2))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Quantile ``t_p`` of Student's t distribution (no SciPy needed).
+
+    Inverts the CDF (written with the regularised incomplete beta function) by
+    bisection to full double precision, e.g. ``t_quantile(0.975, 1) = 12.7062…``,
+    ``t_quantile(0.975, 10) = 2.2281…``.
+
+    Args:
+        p: probability in ``(0, 1)``.
+        df: degrees of freedom, ``> 0``.
+    """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if not df > 0:
+        raise ValueError(f"degrees of freedom must be > 0, got {df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    if df >= 1e4:
+        # The continued fraction converges in O(√df) terms; out here the expansion of t
+        # around the normal quantile (Abramowitz & Stegun 26.7.5) is exact to double
+        # precision instead.
+        z = _bisect(lambda x: 0.5 * math.erfc(-x / math.sqrt(2.0)), p)
+        z2 = z * z
+        g = [
+            z * (z2 + 1) / 4,
+            z * ((5 * z2 + 16) * z2 + 3) / 96,
+            z * (((3 * z2 + 19) * z2 + 17) * z2 - 15) / 384,
+            z * ((((79 * z2 + 776) * z2 + 1482) * z2 - 1920) * z2 - 945) / 92160,
+        ]
+        return z + sum(gi / df ** (i + 1) for i, gi in enumerate(g))
+    return _bisect(lambda t: _t_cdf(t, df), p)
+
+
+def _bisect(cdf: Callable[[float], float], p: float) -> float:
+    """The ``x ≥ 0`` with ``cdf(x) = p`` (``p ≥ ½``) for a continuous increasing CDF."""
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if cdf(mid) < p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def mean_confidence_interval(
+    values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[float, float | None]:
+    """Sample mean and the half-width of its two-sided t confidence interval.
+
+    ``half = t_{(1 + confidence) / 2, n − 1} · s / √n`` with ``s`` the sample standard
+    deviation (``ddof = 1``).
+
+    Args:
+        values: ``n ≥ 1`` numbers.
+        confidence: coverage of the interval, in ``(0, 1)``.
+
+    Returns:
+        ``(mean, half_width)``; ``half_width`` is ``None`` for a single value.
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        raise ValueError("mean_confidence_interval needs at least one value")
+    mean = float(x.mean())
+    if x.size == 1:
+        return mean, None
+    sem = float(x.std(ddof=1)) / math.sqrt(x.size)
+    return mean, t_quantile(0.5 + confidence / 2.0, x.size - 1) * sem
+
+
+# -- user input ------------------------------------------------------------------------------
+
+
+def parse_fast_lr_schedule(text: str | Sequence[float]) -> tuple[float, ...]:
+    """Parse ``"0.1,0.05"`` (or a sequence) into inner step sizes, all finite and > 0."""
+    items: Sequence[Any] = text.split(",") if isinstance(text, str) else text
+    out = []
+    for item in items:
+        try:
+            value = float(item.strip() if isinstance(item, str) else item)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"--fast-lr-schedule must be comma-separated step sizes like 0.1,0.05, "
+                f"got {text!r} ({item!r} is not a number)"
+            ) from None
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"--fast-lr-schedule step sizes must be finite and > 0, got {item!r} in {text!r}"
+            )
+        out.append(value)
+    if not out:
+        raise ValueError("--fast-lr-schedule is empty; give step sizes like 0.1,0.05")
+    return tuple(out)
+
+
+def default_fast_lr_schedule(fast_lr: float) -> tuple[float, ...]:
+    """The MAML paper's test-time rule: ``fast_lr`` for the first step, half after."""
+    return (fast_lr, fast_lr / 2.0)
+
+
+def step_learning_rates(schedule: Sequence[float], adapt_steps: int) -> list[float]:
+    """The step size of each of ``adapt_steps`` steps (the schedule's last entry repeats)."""
+    return [schedule[min(k, len(schedule) - 1)] for k in range(adapt_steps)]
+
+
+def parse_baselines(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Parse ``"random,oracle"`` (``"all"``, ``"none"`` or ``""``) into baseline names.
+
+    Unknown names raise a one-line error that suggests the closest known one.
+    """
+    if text is None:
+        return ()
+    items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
+    items = [s for s in items if s]
+    if items in (["all"], ["ALL"]):
+        return BASELINES
+    if items in ([], ["none"]):
+        return ()
+    for name in items:
+        if name not in BASELINES:
+            close = difflib.get_close_matches(name, BASELINES, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"unknown baseline {name!r}{hint} (choose from {', '.join(BASELINES)}, or all)"
+            )
+    return tuple(b for b in BASELINES if b in items)  # canonical order, no duplicates
+
+
+def parse_multipliers(text: str | Sequence[float]) -> tuple[float, ...]:
+    """Parse SB3 budget multipliers ``"1,10,100"``: finite numbers > 0."""
+    items: Sequence[Any] = text.split(",") if isinstance(text, str) else text
+    out = []
+    for item in items:
+        try:
+            value = float(item.strip() if isinstance(item, str) else item)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"--sb3-multipliers must be comma-separated numbers like 1,10,100, got {text!r}"
+            ) from None
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--sb3-multipliers must be finite and > 0, got {item!r}")
+        out.append(value)
+    if not out:
+        raise ValueError("--sb3-multipliers is empty; give multipliers like 1,10,100")
+    return tuple(out)
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
+    return int(value)
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedRun:
+    """A meta-trained policy from a checkpoint.
+
+    Attributes:
+        label: a short name for plots and ``eval.json`` (the run folder's name).
+        path: the checkpoint file.
+        config: the run's config.
+        policy_state: the policy's ``state_dict``.
+        iteration: meta-iterations completed.
+        env_steps: environment steps of training so far.
+    """
+
+    label: str
+    path: Path
+    config: Config
+    policy_state: Mapping[str, torch.Tensor]
+    iteration: int
+    env_steps: int
+
+    def policy(self) -> Policy:
+        """The meta-trained policy ``θ`` (built from the config, weights loaded)."""
+        policy = build_policy(self.config)
+        try:
+            policy.load_state_dict(self.policy_state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(
+                f"checkpoint {str(self.path)!r} does not fit its config's policy: {first}"
+            ) from None
+        return policy
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """Load a run folder or checkpoint file for evaluation.
+
+    Raises:
+        ValueError: one line — missing, corrupt or incomplete checkpoint, or an
+            invalid stored config.
+    """
+    state = load_checkpoint(path)
+    file = checkpoint_path(path)
+    try:
+        config = config_from_dict(state["config"])
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {str(file)!r} holds an invalid config: {exc}") from None
+    if not isinstance(state["policy"], Mapping):
+        raise ValueError(f"checkpoint {str(file)!r} has no policy weights")
+    return LoadedRun(
+        label=_run_label(file),
+        path=file,
+        config=config,
+        policy_state=state["policy"],
+        iteration=int(state["iteration"]),
+        env_steps=int(state["env_steps"]),
+    )
+
+
+# -- tasks ----------------------------------------------------------------------------------
+
+
+def _family(env_id: str) -> type[TaskFamily]:
+    """The class of a registered task family (a clear error for an unknown id)."""
+    return cast(type[TaskFamily], family_class(env_id))
+
+
+def _eval_seed_sequence(seed: int, *key: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([EVAL_ENTROPY_TAG, seed], spawn_key=key)
+
+
+def _seed_int(ss: np.random.SeedSequence) -> int:
+    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def training_tasks(config: Config, iterations: int) -> list[Task]:
+    """The tasks a run with ``config`` meets in its first ``iterations`` iterations.
+
+    Replayed from the trainer's own seeding (:func:`maml_rl.trainer.iteration_seeds`),
+    without any rollout; the pretrained and oracle baselines train on these too.
+    """
+    family = _family(config.env.id)
+    tasks: list[Task] = []
+    for i in range(iterations):
+        rng, _, _ = iteration_seeds(config.seed, i, config.maml.num_adapt_steps + 1)
+        tasks += family.sample_tasks(config.maml.meta_batch_size, rng)
+    return tasks
+
+
+def finite_task_set(task_cls: type[Task]) -> list[Task] | None:
+    """All tasks of a family whose every field is one of finitely many ``choices``."""
+    fields = [f.name for f in dataclasses.fields(task_cls)]
+    if not fields or not all(name in task_cls.choices for name in fields):
+        return None
+    combos = itertools.product(*(task_cls.choices[name] for name in fields))
+    return [task_cls(**dict(zip(fields, values, strict=True))) for values in combos]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSet:
+    """The evaluation tasks and how they were chosen.
+
+    Attributes:
+        tasks: the ``N`` tasks.
+        held_out: whether they are disjoint from the training tasks (False for a
+            finite family, where no held-out task exists).
+        rule: one sentence on how they were chosen (written to ``eval.json``).
+        training_tasks_checked: number of training tasks compared against.
+        redrawn: evaluation tasks re-drawn because they equalled a training task.
+    """
+
+    tasks: list[Task]
+    held_out: bool
+    rule: str
+    training_tasks_checked: int
+    redrawn: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "held_out": self.held_out,
+            "rule": self.rule,
+            "num_tasks": len(self.tasks),
+            "training_tasks_checked": self.training_tasks_checked,
+            "redrawn": self.redrawn,
+        }
+
+
+def held_out_tasks(env_id: str, num_tasks: int, seed: int, exclude: Iterable[Task] = ()) -> TaskSet:
+    """``num_tasks`` evaluation tasks from the evaluation seed stream, none in ``exclude``.
+
+    See the module docstring for the rule, including finite families.
+
+    Args:
+        env_id: the task family.
+        num_tasks: ``N ≥ 1``.
+        seed: the evaluation seed.
+        exclude: the training tasks (an exact match is re-drawn).
+    """
+    num_tasks = _check_int("num_tasks", num_tasks, 1)
+    family = _family(env_id)
+    excluded = set(exclude)
+    finite = finite_task_set(family.task_cls)
+    if finite is not None:
+        repeats = -(-num_tasks // len(finite))
+        return TaskSet(
+            tasks=finite * repeats,
+            held_out=False,
+            rule=(
+                f"{env_id} has only {len(finite)} tasks, so none is held out: every task is "
+                f"evaluated, each {repeats}× with its own episodes"
+            ),
+            training_tasks_checked=len(excluded),
+            redrawn=0,
+        )
+    rng = np.random.default_rng(_eval_seed_sequence(seed, _TASKS))
+    tasks: list[Task] = []
+    redrawn = 0
+    while len(tasks) < num_tasks:
+        for task in family.sample_tasks(num_tasks - len(tasks), rng):
+            if task in excluded:
+                redrawn += 1
+            else:
+                tasks.append(task)
+        if redrawn > 1000 * num_tasks:
+            raise ValueError(
+                f"{env_id}: could not draw {num_tasks} evaluation tasks unseen in training "
+                f"({redrawn} draws were training tasks); the family has too few distinct tasks"
+            )
+    return TaskSet(
+        tasks=tasks,
+        held_out=True,
+        rule=(
+            "drawn from the evaluation seed stream (disjoint from the trainer's); exact "
+            "matches with the replayed training tasks are re-drawn"
+        ),
+        training_tasks_checked=len(excluded),
+        redrawn=redrawn,
+    )
+
+
+# -- the adaptation curve --------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """Returns of ``N`` tasks after ``0..K`` adaptation steps.
+
+    Attributes:
+        returns: ``[K + 1, N, E]`` undiscounted episode returns.
+        fast_lr: the ``K`` step sizes used.
+        env_steps: ``[K + 1]`` cumulative environment steps per task, up to and
+            including the episodes of each step.
+    """
+
+    returns: np.ndarray
+    fast_lr: list[float]
+    env_steps: list[float]
+
+    def to_dict(self, confidence: float = CONFIDENCE) -> dict[str, Any]:
+        """The ``CURVE`` object of ``eval.json`` (see the module docstring)."""
+        k1, n, _ = self.returns.shape
+        task_means = self.returns.mean(axis=2)  # [K + 1, N]
+        means, halves = zip(*(mean_confidence_interval(m, confidence) for m in task_means),
+                            strict=True)  # fmt: skip
+        per_task_ci = [
+            [mean_confidence_interval(self.returns[k, i], confidence)[1] for i in range(n)]
+            for k in range(k1)
+        ]
+        return {
+            "step": list(range(k1)),
+            "fast_lr": [None, *self.fast_lr],
+            "mean": list(means),
+            "ci95": list(halves),
+            "ci_low": [
+                m - h if h is not None else None for m, h in zip(means, halves, strict=True)
+            ],
+            "ci_high": [
+                m + h if h is not None else None for m, h in zip(means, halves, strict=True)
+            ],
+            "env_steps_per_task": list(self.env_steps),
+            "per_task_mean": task_means.tolist(),
+            "per_task_ci95": per_task_ci,
+        }
+
+
+def adapt(
+    policy: Policy,
+    params: Mapping[str, torch.Tensor],
+    batch: Any,
+    fast_lr: float,
+    *,
+    gamma: float,
+    gae_lambda: float,
+) -> Params:
+    """One inner REINFORCE step for every task of ``batch`` (detached, for sampling).
+
+    The agents' inner step (:func:`maml_rl.agents.maml.inner_step`) with advantages
+    from the per-task linear baseline, normalised per task as the agents do.
+    """
+    dtype = next(policy.parameters()).dtype
+    samples = TaskSamples.from_batch(batch, gamma, gae_lambda, dtype=dtype)
+    step = inner_step(policy, params, samples, fast_lr, second_order=False, keep_graph=False)
+    return step.params_out
+
+
+def adaptation_curve(
+    sampler: Sampler,
+    policy: Policy,
+    tasks: Sequence[Task],
+    *,
+    episodes: int,
+    fast_lrs: Sequence[float],
+    seeds: Sequence[int],
+    gamma: float,
+    gae_lambda: float,
+    progress: Callable[[], None] | None = None,
+) -> Curve:
+    """Sample, adapt, sample again, ``len(fast_lrs)`` times, from the policy's own θ.
+
+    Args:
+        sampler: a sampler of the tasks' family, built for ``policy``.
+        policy: the policy to adapt (its parameters are not changed).
+        tasks: the ``N`` tasks.
+        episodes: ``E`` episodes per task and step.
+        fast_lrs: the ``K`` step sizes.
+        seeds: ``K + 1`` sampler seeds, one per sample call.
+        gamma: discount of the inner step's returns.
+        gae_lambda: GAE ``λ`` of the inner step.
+        progress: called after every sample call (e.g. a progress bar's update).
+    """
+    if len(seeds) != len(fast_lrs) + 1:
+        raise ValueError(f"need {len(fast_lrs) + 1} sampler seeds, got {len(seeds)}")
+    params: Mapping[str, torch.Tensor] = {k: v.detach() for k, v in policy.named_parameters()}
+    returns, env_steps, total = [], [], 0.0
+    threads = torch.get_num_threads()
+    try:
+        for k, seed in enumerate(seeds):
+            torch.set_num_threads(1)  # the rollout loop: one thread (as the trainer does)
+            batch = sampler.sample(list(tasks), params, episodes, int(seed))
+            torch.set_num_threads(threads)
+            returns.append(batch.episode_returns.double().numpy())
+            total += batch.env_steps / len(tasks)
+            env_steps.append(total)
+            if progress is not None:
+                progress()
+            if k < len(fast_lrs):
+                params = adapt(policy, params, batch, fast_lrs[k], gamma=gamma,
+                               gae_lambda=gae_lambda)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return Curve(np.stack(returns), [float(lr) for lr in fast_lrs], env_steps)
+
+
+# -- the whole evaluation ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """What :func:`evaluate` measures. ``None`` fields default from the (first) run.
+
+    Attributes:
+        env_id: the family the runs must have been trained on (``None``: any one).
+        num_tasks: evaluation tasks ``N``.
+        adapt_steps: adaptation steps ``K`` (curves have ``K + 1`` points).
+        episodes_per_step: ``E``; default: the run's ``maml.fast_batch_size``.
+        fast_lr_schedule: step sizes (last repeats); default: the run's ``fast_lr``,
+            then half of it.
+        baselines: any of :data:`BASELINES`.
+        seed: the evaluation seed (tasks, rollouts, baseline initialisation).
+        sampler: sampler backend; default: the run's.
+        num_workers: sampler workers; default: the run's.
+        pretrain_iterations: TRPO iterations of the pretrained and oracle baselines;
+            default: the (longest) run's completed meta-iterations.
+        sb3_multipliers: SB3 PPO budgets as multiples of the adaptation budget
+            ``K · E · horizon``.
+        sb3_tasks: run SB3 PPO on the first this many evaluation tasks (``None``: all).
+        progress: show progress bars (tqdm, on stderr).
+    """
+
+    env_id: str | None = None
+    num_tasks: int = 40
+    adapt_steps: int = 3
+    episodes_per_step: int | None = None
+    fast_lr_schedule: tuple[float, ...] | None = None
+    baselines: tuple[str, ...] = ()
+    seed: int = 0
+    sampler: str | None = None
+    num_workers: int | None = None
+    pretrain_iterations: int | None = None
+    sb3_multipliers: tuple[float, ...] = (1.0, 10.0, 100.0)
+    sb3_tasks: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int("num_tasks", self.num_tasks, 1)
+        if isinstance(self.adapt_steps, bool) or not isinstance(self.adapt_steps, int):
+            raise ValueError(f"adapt_steps must be an integer ≥ 0, got {self.adapt_steps!r}")
+        if self.adapt_steps < 0:
+            raise ValueError(
+                f"--adapt-steps must be ≥ 0 (0 evaluates without adaptation), got "
+                f"{self.adapt_steps}"
+            )
+        if self.episodes_per_step is not None:
+            _check_int("episodes_per_step", self.episodes_per_step, 1)
+        if self.fast_lr_schedule is not None:
+            object.__setattr__(
+                self, "fast_lr_schedule", parse_fast_lr_schedule(self.fast_lr_schedule)
+            )
+        object.__setattr__(self, "baselines", parse_baselines(self.baselines))
+        _check_int("seed", self.seed, 0)
+        if self.num_workers is not None:
+            _check_int("num_workers", self.num_workers, 1)
+        if self.pretrain_iterations is not None:
+            _check_int("pretrain_iterations", self.pretrain_iterations, 1)
+        object.__setattr__(self, "sb3_multipliers", parse_multipliers(self.sb3_multipliers))
+        if self.sb3_tasks is not None:
+            _check_int("sb3_tasks", self.sb3_tasks, 1)
+        if "sb3_ppo" in self.baselines and self.adapt_steps == 0:
+            raise ValueError(
+                "the sb3_ppo baseline gets the env steps of the adaptation (K · E · horizon), "
+                "which is 0 with --adapt-steps 0; use --adapt-steps ≥ 1 or drop sb3_ppo"
+            )
+
+
+def _unique_labels(labels: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        n = seen.get(label, 0)
+        seen[label] = n + 1
+        out.append(label if n == 0 else f"{label}-{n + 1}")
+    return out
+
+
+def _check_same_family(runs: Sequence[LoadedRun], env_id: str | None) -> str:
+    wanted = env_id if env_id is not None else runs[0].config.env.id
+    if env_id is not None:
+        _family(env_id)  # an unknown id fails with a suggestion
+    for run in runs:
+        got = run.config.env.id
+        if got != wanted:
+            if env_id is not None:
+                raise ValueError(
+                    f"checkpoint {str(run.path)!r} was trained on {got}, not the requested "
+                    f"family {wanted}; pass --env {got} (or no --env)"
+                )
+            raise ValueError(
+                f"checkpoint {str(run.path)!r} was trained on {got}, not the first run's family "
+                f"{wanted}; evaluate runs of one family together"
+            )
+        if (run.config.env.kwargs, run.config.env.max_episode_steps) != (
+            runs[0].config.env.kwargs,
+            runs[0].config.env.max_episode_steps,
+        ):
+            raise ValueError(
+                f"checkpoint {str(run.path)!r} uses other env settings (env.kwargs / "
+                f"env.max_episode_steps) than {str(runs[0].path)!r}; they are not comparable"
+            )
+    return wanted
+
+
+class _Progress:
+    """A tqdm bar (or nothing) with an ``update()`` callable."""
+
+    def __init__(self, enabled: bool, total: int, desc: str) -> None:
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="step", leave=True, dynamic_ncols=True)
+
+    def update(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _policy_like(config: Config, seed: int, env_id: str | None = None) -> Policy:
+    """A freshly initialised policy with the run's architecture (for ``env_id``'s spaces)."""
+    overrides: dict[str, Any] = {"seed": seed}
+    if env_id is not None:
+        overrides["env.id"] = env_id
+    return build_policy(config.replace(overrides))
+
+
+def _pretrain(
+    config: Config,
+    env_id: str,
+    iterations: int,
+    seed: int,
+    stream: int,
+    settings: EvalSettings,
+    desc: str,
+) -> tuple[Policy, int]:
+    """Train one policy by plain TRPO on the run's training tasks (the pretrained and
+    oracle baselines); returns it and the env steps it used."""
+    from maml_rl.eval_baselines import MultiTaskTRPO
+
+    policy = _policy_like(config, _seed_int(_eval_seed_sequence(seed, stream)), env_id)
+    t = config.trpo
+    learner = MultiTaskTRPO(
+        policy, gamma=config.maml.gamma, gae_lambda=config.maml.gae_lambda, max_kl=t.max_kl,
+        cg_iters=t.cg_iters, cg_damping=t.cg_damping, ls_max_steps=t.ls_max_steps,
+        ls_backtrack_ratio=t.ls_backtrack_ratio,
+    )  # fmt: skip
+    env_steps = 0
+    threads = torch.get_num_threads()
+    with (
+        _make_sampler(config, policy, settings, env_id) as sampler,
+        _Progress(settings.progress, iterations, desc) as bar,
+    ):
+        for i, tasks in enumerate(_training_task_stream(config, iterations)):
+            roll_seed = _seed_int(_eval_seed_sequence(seed, stream, i))
+            params = {k: v.detach() for k, v in policy.named_parameters()}
+            torch.set_num_threads(1)
+            batch = sampler.sample(tasks, params, config.maml.fast_batch_size, roll_seed)
+            torch.set_num_threads(threads)
+            learner.step(batch)
+            env_steps += batch.env_steps
+            bar.update()
+    return policy, env_steps
+
+
+def _training_task_stream(config: Config, iterations: int) -> Iterable[list[Task]]:
+    family = _family(config.env.id)
+    for i in range(iterations):
+        rng, _, _ = iteration_seeds(config.seed, i, config.maml.num_adapt_steps + 1)
+        yield family.sample_tasks(config.maml.meta_batch_size, rng)
+
+
+def _make_sampler(
+    config: Config, policy: Policy, settings: EvalSettings, env_id: str | None = None
+) -> Sampler:
+    """A sampler for ``policy`` on the run's env (or ``env_id``); the backend and workers
+    are the run's unless the settings override them."""
+    s = config.sampler
+    backend = settings.sampler or s.backend
+    workers = settings.num_workers or s.num_workers
+    return make_sampler(
+        env_id or config.env.id,
+        policy,
+        backend=backend,
+        num_workers=workers,
+        ray_address=s.ray_address if backend == "ray" else None,
+        env_kwargs=dict(config.env.kwargs),
+        max_episode_steps=config.env.max_episode_steps,
+    )
+
+
+def evaluate(
+    runs: Sequence[str | Path],
+    settings: EvalSettings | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate fast adaptation of one or more runs (and baselines) on held-out tasks.
+
+    Args:
+        runs: run folders or checkpoint files, all of one task family.
+        settings: what to measure (default :class:`EvalSettings`).
+        out: output folder for ``eval.json``, the plot and TensorBoard events;
+            ``None``: ``<run>/eval`` for one run, ``eval/<label>-vs-<label>…`` for
+            several; an empty string writes nothing.
+
+    Returns:
+        The ``eval.json`` dict (see the module docstring).
+
+    Raises:
+        ValueError: one line — a missing/corrupt checkpoint, runs of another family
+            than requested, or invalid settings.
+    """
+    settings = settings or EvalSettings()
+    if not runs:
+        raise ValueError("evaluate needs at least one run folder or checkpoint")
+    loaded = [load_run(r) for r in runs]
+    labels = _unique_labels([r.label for r in loaded])
+    env_id = _check_same_family(loaded, settings.env_id)
+    first = loaded[0].config
+    k_steps = settings.adapt_steps
+    episodes = settings.episodes_per_step or first.maml.fast_batch_size
+    schedule = settings.fast_lr_schedule or default_fast_lr_schedule(first.maml.fast_lr)
+    fast_lrs = step_learning_rates(schedule, k_steps)
+    baselines = settings.baselines
+    seed = settings.seed
+    trains_baselines = bool({"pretrained", "oracle"} & set(baselines))
+    pretrain_iters = settings.pretrain_iterations or max(1, max(r.iteration for r in loaded))
+
+    exclude: set[Task] = set()
+    for run in loaded:
+        n_iter = max(run.iteration, pretrain_iters if trains_baselines else 0)
+        exclude.update(training_tasks(run.config, n_iter))
+    task_set = held_out_tasks(env_id, settings.num_tasks, seed, exclude)
+    tasks = task_set.tasks
+    n = len(tasks)
+    sample_seeds = [_seed_int(_eval_seed_sequence(seed, _ROLLOUTS, k)) for k in range(k_steps + 1)]
+    gamma, lam = first.maml.gamma, first.maml.gae_lambda
+
+    def curve_of(policy: Policy, config: Config, desc: str, env: str | None = None) -> Curve:
+        with (
+            _make_sampler(config, policy, settings, env) as sampler,
+            _Progress(settings.progress, k_steps + 1, desc) as bar,
+        ):
+            return adaptation_curve(
+                sampler, policy, tasks, episodes=episodes, fast_lrs=fast_lrs,
+                seeds=sample_seeds, gamma=gamma, gae_lambda=lam, progress=bar.update,
+            )  # fmt: skip
+
+    timing: dict[str, float] = {}
+    run_results = []
+    for run, label in zip(loaded, labels, strict=True):
+        t0 = time.perf_counter()
+        curve = curve_of(run.policy(), run.config, f"evaluate {label}")
+        timing[label] = time.perf_counter() - t0
+        run_results.append(
+            {
+                "label": label,
+                "path": str(run.path),
+                "agent": run.config.agent,
+                "iteration": run.iteration,
+                "env_steps": run.env_steps,
+                "curve": curve.to_dict(),
+            }
+        )
+
+    baseline_results: dict[str, Any] = {}
+    if "random" in baselines:
+        t0 = time.perf_counter()
+        policy = _policy_like(first, _seed_int(_eval_seed_sequence(seed, _RANDOM_INIT)))
+        curve = curve_of(policy, first, "baseline random")
+        baseline_results["random"] = {"curve": curve.to_dict()}
+        timing["random"] = time.perf_counter() - t0
+    if "pretrained" in baselines:
+        t0 = time.perf_counter()
+        policy, steps = _pretrain(first, env_id, pretrain_iters, seed, _PRETRAINED,
+                                  settings, "pretrain (TRPO)")  # fmt: skip
+        curve = curve_of(policy, first, "baseline pretrained")
+        baseline_results["pretrained"] = {
+            "curve": curve.to_dict(),
+            "train_iterations": pretrain_iters,
+            "train_env_steps": steps,
+        }
+        timing["pretrained"] = time.perf_counter() - t0
+    if "oracle" in baselines:
+        from maml_rl.eval_baselines import oracle_env_id
+
+        t0 = time.perf_counter()
+        oracle_id = oracle_env_id(env_id)
+        policy, steps = _pretrain(first, oracle_id, pretrain_iters, seed, _ORACLE,
+                                  settings, "train oracle (TRPO)")  # fmt: skip
+        curve = curve_of(policy, first, "baseline oracle", oracle_id)
+        baseline_results["oracle"] = {
+            "curve": curve.to_dict(),
+            "env_id": oracle_id,
+            "train_iterations": pretrain_iters,
+            "train_env_steps": steps,
+        }
+        timing["oracle"] = time.perf_counter() - t0
+    if "sb3_ppo" in baselines:
+        t0 = time.perf_counter()
+        baseline_results["sb3_ppo"] = _sb3_baseline(first, env_id, tasks, settings, episodes)
+        timing["sb3_ppo"] = time.perf_counter() - t0
+
+    horizon = first.env.max_episode_steps or int(_family(env_id).horizon)
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "maml_rl_version": maml_rl.__version__,
+        "env_id": env_id,
+        "settings": {
+            "num_tasks": n,
+            "adapt_steps": k_steps,
+            "episodes_per_step": episodes,
+            "fast_lr_schedule": list(schedule),
+            "step_fast_lr": fast_lrs,
+            "seed": seed,
+            "baselines": list(baselines),
+            "confidence": CONFIDENCE,
+            "horizon": horizon,
+            "sampler": settings.sampler or first.sampler.backend,
+            "pretrain_iterations": pretrain_iters if trains_baselines else None,
+            "sb3_multipliers": list(settings.sb3_multipliers) if "sb3_ppo" in baselines else None,
+        },
+        "task_set": task_set.to_dict(),
+        "tasks": [t.to_dict() for t in tasks],
+        "runs": run_results,
+        "baselines": baseline_results,
+        "timing_s": timing,
+    }
+    if out != "":
+        write_outputs(result, Path(out) if out is not None else default_out_dir(runs))
+    return result
+
+
+def _sb3_baseline(
+    config: Config,
+    env_id: str,
+    tasks: Sequence[Task],
+    settings: EvalSettings,
+    episodes: int,
+) -> dict[str, Any]:
+    """SB3 PPO from scratch on each evaluation task, at multiples of the adaptation budget."""
+    from maml_rl.eval_baselines import sb3_hyperparameters, sb3_ppo_on_task
+
+    horizon = config.env.max_episode_steps or int(_family(env_id).horizon)
+    base_budget = settings.adapt_steps * episodes * horizon
+    sub = list(tasks[: settings.sb3_tasks] if settings.sb3_tasks else tasks)
+    seed = settings.seed
+    points = []
+    total = len(settings.sb3_multipliers) * len(sub)
+    with _Progress(settings.progress, total, "baseline sb3_ppo (tasks × budgets)") as bar:
+        for j, mult in enumerate(settings.sb3_multipliers):
+            budget = max(1, round(mult * base_budget))
+            task_returns, used = [], []
+            for i, task in enumerate(sub):
+                # Reset seeds of the evaluation episodes: per task, shared by the budgets.
+                eval_seeds = _eval_seed_sequence(seed, _SB3, i).generate_state(episodes)
+                res = sb3_ppo_on_task(
+                    env_id, task, budget=budget, eval_seeds=[int(s) for s in eval_seeds],
+                    seed=int(_eval_seed_sequence(seed, _SB3, i, j + 1).generate_state(1)[0]),
+                    env_kwargs=dict(config.env.kwargs),
+                    max_episode_steps=config.env.max_episode_steps,
+                )  # fmt: skip
+                task_returns.append(float(res.returns.mean()))
+                used.append(res.env_steps)
+                bar.update()
+            mean, half = mean_confidence_interval(task_returns)
+            points.append(
+                {
+                    "multiplier": mult,
+                    "budget_env_steps": budget,
+                    **sb3_hyperparameters(budget),
+                    "env_steps": float(np.mean(used)),
+                    "mean": mean,
+                    "ci95": half,
+                    "ci_low": mean - half if half is not None else None,
+                    "ci_high": mean + half if half is not None else None,
+                    "per_task_mean": task_returns,
+                }
+            )
+    return {
+        "num_tasks": len(sub),
+        "adaptation_budget_env_steps": base_budget,
+        "policy": "SB3 PPO, MlpPolicy, default hyperparameters but n_steps/batch_size",
+        "points": points,
+    }
+
+
+def _run_label(path: str | Path) -> str:
+    """A run's short name: its folder's name (for a checkpoint file, the file's folder's
+    name when it is ``checkpoint.pt``, else the file's stem)."""
+    p = Path(path)
+    if p.is_dir():
+        return p.resolve().name or "run"
+    return (p.resolve().parent.name if p.name == CHECKPOINT_NAME else p.stem) or "run"
+
+
+def default_out_dir(runs: Sequence[str | Path]) -> Path:
+    """Where :func:`evaluate` writes by default: ``<run folder>/eval`` for one run,
+    ``eval/<label>-vs-<label>…`` (in the working folder) for several."""
+    if len(runs) == 1:
+        p = Path(runs[0])
+        return (p if p.is_dir() else p.parent) / "eval"
+    return Path("eval") / "-vs-".join(_unique_labels([_run_label(r) for r in runs]))
+
+
+def write_outputs(result: Mapping[str, Any], out: str | Path) -> None:
+    """Write ``eval.json``, the adaptation plot and TensorBoard scalars to ``out``."""
+    from maml_rl.logger import TensorBoardLogger
+    from maml_rl.plotting import plot_adaptation
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {k: v for k, v in result.items() if not k.startswith("_")}
+    tmp = out / f".{EVAL_JSON}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(out / EVAL_JSON)
+    plot_adaptation(data, out / PLOT_NAME)
+    curves = [(r["label"], r["env_steps"], r["curve"]) for r in data["runs"]]
+    curves += [
+        (f"baseline-{name}", b.get("train_env_steps", 0), b["curve"])
+        for name, b in data["baselines"].items()
+        if "curve" in b
+    ]
+    for label, step, curve in curves:
+        logger = TensorBoardLogger(out / "tensorboard" / label)
+        try:
+            logger.write(
+                {f"eval/return_step_{k}": m for k, m in zip(curve["step"], curve["mean"],
+                                                             strict=True)},
+                step=int(step),
+            )  # fmt: skip
+        finally:
+            logger.close()
+
+
+def load_eval(path: str | Path) -> dict[str, Any]:
+    """Read an ``eval.json`` (a file or the folder holding it), checking its schema."""
+    p = Path(path)
+    file = p / EVAL_JSON if p.is_dir() else p
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"no {EVAL_JSON} at {str(path)!r}") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(file)!r} is not a readable {EVAL_JSON}: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{str(file)!r} is not an {EVAL_JSON} of schema version {SCHEMA_VERSION}")
+    return data
+
+
+def format_summary(result: Mapping[str, Any]) -> str:
+    """A markdown table of an evaluation: mean return ± 95 % CI per method and step."""
+    k = result["settings"]["adapt_steps"]
+
+    def cell(mean: float, half: float | None) -> str:
+        return f"{mean:.2f} ± {half:.2f}" if half is not None else f"{mean:.2f}"
+
+    header = "| method | " + " | ".join(f"step {s}" for s in range(k + 1)) + " |"
+    lines = [header, "|---" * (k + 2) + "|"]
+    rows = [(r["label"], r["curve"]) for r in result["runs"]]
+    rows += [(n, b["curve"]) for n, b in result["baselines"].items() if "curve" in b]
+    for name, curve in rows:
+        cells = [cell(m, h) for m, h in zip(curve["mean"], curve["ci95"], strict=True)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    sb3 = result["baselines"].get("sb3_ppo")
+    if sb3:
+        lines.append("")
+        lines.append(
+            f"SB3 PPO from scratch ({sb3['num_tasks']} tasks; adaptation budget "
+            f"{sb3['adaptation_budget_env_steps']:,} env steps per task):"
+        )
+        for p in sb3["points"]:
+            lines.append(
+                f"- {p['multiplier']:g}× ({p['env_steps']:,.0f} env steps): "
+                f"{cell(p['mean'], p['ci95'])}"
+            )
+    ts = result["task_set"]
+    where = "held-out" if ts["held_out"] else "all (no held-out tasks exist)"
+    lines.append("")
+    lines.append(
+        f"{result['env_id']}: {ts['num_tasks']} {where} tasks, "
+        f"{result['settings']['episodes_per_step']} episodes per step, "
+        f"step sizes {result['settings']['step_fast_lr']}"
+    )
+    return "\n".join(lines)
