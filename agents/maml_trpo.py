@@ -310,7 +310,8 @@ class MAMLTRPO:
             not run), ``train/step_accepted`` (1/0), ``train/inner_loss`` (mean
             pre-adaptation inner loss), ``train/grad_norm`` (meta-gradient norm),
             ``train/step_norm`` (norm of the applied step), ``train/cg_residual``
-            (relative residual of the CG solve), and the seconds spent in each phase:
+            (relative residual of the CG solve), ``train/cg_iterations`` (Hessian-vector
+            products made), and the seconds spent in each phase:
             ``time/trpo_gradient_s`` (advantages, adaptation with graph, surrogate,
             meta-gradient), ``time/trpo_cg_s`` (the ``cg_iters`` Hessian-vector
             products), ``time/trpo_line_search_s``.
@@ -325,10 +326,11 @@ class MAMLTRPO:
         t1 = time.perf_counter()
 
         full_step: torch.Tensor | None = None
-        cg_residual = math.nan
+        cg_residual, cg_iterations = math.nan, 0
         if math.isfinite(lin.loss) and math.isfinite(grad_norm):
             cg = conjugate_gradient(hvp, g, self.cg_iters)
             cg_residual = cg.residual_norm / max(grad_norm, 1e-30)
+            cg_iterations = cg.iterations
             if cg.xAx > 0 and math.isfinite(cg.xAx) and bool(torch.isfinite(cg.x).all()):
                 # The largest step along −H⁻¹g with ½ sᵀHs = max_kl (quadratic KL model).
                 full_step = -math.sqrt(2.0 * self.max_kl / cg.xAx) * cg.x
@@ -366,6 +368,7 @@ class MAMLTRPO:
             "train/grad_norm": grad_norm,
             "train/step_norm": step_norm,
             "train/cg_residual": cg_residual,
+            "train/cg_iterations": float(cg_iterations),
             "time/trpo_gradient_s": t1 - t0,
             "time/trpo_cg_s": t2 - t1,
             "time/trpo_line_search_s": t3 - t2,
