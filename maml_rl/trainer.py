@@ -10,6 +10,22 @@ One meta-iteration (DESIGN.md, "One meta-iteration, as data")::
     valid   = sampler.sample(tasks, params, fast_batch_size, seed_K)
     metrics = agent.step([train_1, ..., train_K], valid) # outer update of θ, in place
 
+**Metrics** (one dict per iteration, logged at ``step`` = cumulative env steps):
+
+=================================== ==================================================
+``iteration``                       meta-iterations done (a counter, not a curve)
+``rollout/return_pre_adapt``        mean episode return of the first train batch (θ)
+``rollout/return_adapt_step_<k>``   same after k inner steps (only if K > 1)
+``rollout/return_post_adapt``       mean episode return of the valid batch (θ'_i)
+``rollout/episode_length``          mean length of all episodes of the iteration
+``train/...``                       what ``agent.step`` returns (KL, losses, ...)
+``time/sample_s``                   seconds in sampler calls
+``time/adapt_s``                    seconds in the inner steps between them
+``time/update_s``                   seconds in ``agent.step``
+``time/iteration_s``                the whole iteration
+``time/env_steps_per_s``            env steps of the iteration / ``iteration_s``
+=================================== ==================================================
+
 **Randomness.** Everything derives from one root ``np.random.SeedSequence(seed)``
 through explicit spawn keys, never ``seed + i``:
 
@@ -56,8 +72,9 @@ __all__ = [
     "resolve_device",
 ]
 
-#: Config keys a resumed run may change: they do not alter what is computed (the
-#: sampler backends give identical episodes) or only extend the run.
+#: Config keys a resumed run may change: they only extend the run, or do not alter
+#: what is computed (every sampler backend gives identical episodes; another device
+#: may change the last bits of the update, not its meaning).
 RESUMABLE_KEYS = ("num_batches", "checkpoint_every", "device", "logdir", "run_name")
 _RESUMABLE_PREFIXES = ("sampler.",)
 
