@@ -59,8 +59,10 @@ environment steps).
         "random": {"curve": CURVE},
         "pretrained": {"curve": CURVE, "train_iterations", "train_env_steps"},
         "oracle": {"curve": CURVE, "env_id", "train_iterations", "train_env_steps"},
-        "sb3_ppo": {"points": [{"multiplier", "budget_env_steps", "env_steps",
-                                "mean", "ci95", "ci_low", "ci_high", "per_task_mean"}]}
+        "sb3_ppo": {"num_tasks", "adaptation_budget_env_steps": K·E·horizon, "policy",
+                    "points": [{"multiplier", "budget_env_steps", "n_steps", "batch_size",
+                                "env_steps", "mean", "ci95", "ci_low", "ci_high",
+                                "per_task_mean": [num_tasks]}]}
       },
       "timing_s": {label: seconds}
     }
@@ -72,6 +74,16 @@ environment steps).
 ``mean`` is the mean over tasks of each task's mean episode return, ``ci95`` the
 half-width of its 95 % t-interval over the ``N`` tasks (``null`` when undefined);
 ``per_task_ci95`` is each task's t-interval over its ``E`` episodes.
+
+**Baseline budgets.** *random* is adapted exactly like the runs. *pretrained* and
+*oracle* are trained by plain TRPO (the run's ``trpo.*`` settings) for
+``pretrain_iterations`` iterations (default: the run's meta-iterations), each on
+``meta_batch_size`` training tasks of the run's own task stream with
+``fast_batch_size`` episodes — the same tasks the meta-learner saw, one batch per
+iteration instead of ``K + 1``. *sb3_ppo* trains on each of the first ``sb3_tasks``
+evaluation tasks for ``multiplier · K · E · horizon`` env steps (the nominal budget
+of the adaptation) and is scored on ``E`` episodes with stochastic actions, as the
+other methods are.
 """
 
 from __future__ import annotations
@@ -92,6 +104,7 @@ import torch
 import maml_rl
 from maml_rl.agents.maml import TaskSamples, inner_step
 from maml_rl.agents.policies import Params, Policy
+from maml_rl.batch import EpisodeBatch
 from maml_rl.checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint
 from maml_rl.config import Config, config_from_dict
 from maml_rl.sampler import Sampler, make_sampler
@@ -107,10 +120,12 @@ __all__ = [
     "EvalSettings",
     "LoadedRun",
     "TaskSet",
+    "adapt",
     "adaptation_curve",
     "default_fast_lr_schedule",
     "default_out_dir",
     "evaluate",
+    "finite_task_set",
     "format_summary",
     "held_out_tasks",
     "load_eval",
@@ -599,7 +614,7 @@ class Curve:
 def adapt(
     policy: Policy,
     params: Mapping[str, torch.Tensor],
-    batch: Any,
+    batch: EpisodeBatch,
     fast_lr: float,
     *,
     gamma: float,
@@ -811,7 +826,8 @@ def _pretrain(
     iterations: int,
     seed: int,
     stream: int,
-    settings: EvalSettings,
+    samplers: _Samplers,
+    progress: bool,
     desc: str,
 ) -> tuple[Policy, int]:
     """Train one policy by plain TRPO on the run's training tasks (the pretrained and
@@ -827,10 +843,8 @@ def _pretrain(
     )  # fmt: skip
     env_steps = 0
     threads = torch.get_num_threads()
-    with (
-        _make_sampler(config, policy, settings, env_id) as sampler,
-        _Progress(settings.progress, iterations, desc) as bar,
-    ):
+    sampler = samplers.get(config, policy, env_id)
+    with _Progress(progress, iterations, desc) as bar:
         for i, tasks in enumerate(_training_task_stream(config, iterations)):
             roll_seed = _seed_int(_eval_seed_sequence(seed, stream, i))
             params = {k: v.detach() for k, v in policy.named_parameters()}
@@ -850,23 +864,46 @@ def _training_task_stream(config: Config, iterations: int) -> Iterable[list[Task
         yield family.sample_tasks(config.maml.meta_batch_size, rng)
 
 
-def _make_sampler(
-    config: Config, policy: Policy, settings: EvalSettings, env_id: str | None = None
-) -> Sampler:
-    """A sampler for ``policy`` on the run's env (or ``env_id``); the backend and workers
-    are the run's unless the settings override them."""
-    s = config.sampler
-    backend = settings.sampler or s.backend
-    workers = settings.num_workers or s.num_workers
-    return make_sampler(
-        env_id or config.env.id,
-        policy,
-        backend=backend,
-        num_workers=workers,
-        ray_address=s.ray_address if backend == "ray" else None,
-        env_kwargs=dict(config.env.kwargs),
-        max_episode_steps=config.env.max_episode_steps,
-    )
+class _Samplers:
+    """The samplers of one evaluation, shared by every method with the same env and policy
+    architecture (parameters travel with each sample call), so that ``process``/``ray``
+    workers start once rather than once per method. The backend and worker count are the
+    run's unless the settings override them."""
+
+    def __init__(self, settings: EvalSettings) -> None:
+        self._settings = settings
+        self._samplers: dict[tuple[Any, ...], Sampler] = {}
+
+    def get(self, config: Config, policy: Policy, env_id: str | None = None) -> Sampler:
+        env_id = env_id or config.env.id
+        s = config.sampler
+        backend = self._settings.sampler or s.backend
+        workers = self._settings.num_workers or s.num_workers
+        # Everything that shapes the rollout besides the parameters' values.
+        key = (env_id, type(policy), config.policy.hidden_sizes, config.policy.activation,
+               backend, workers, repr(config.env.kwargs), config.env.max_episode_steps)  # fmt: skip
+        if key not in self._samplers:
+            self._samplers[key] = make_sampler(
+                env_id,
+                policy,
+                backend=backend,
+                num_workers=workers,
+                ray_address=s.ray_address if backend == "ray" else None,
+                env_kwargs=dict(config.env.kwargs),
+                max_episode_steps=config.env.max_episode_steps,
+            )
+        return self._samplers[key]
+
+    def close(self) -> None:
+        for sampler in self._samplers.values():
+            sampler.close()
+        self._samplers.clear()
+
+    def __enter__(self) -> _Samplers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def evaluate(
@@ -916,70 +953,77 @@ def evaluate(
     sample_seeds = [_seed_int(_eval_seed_sequence(seed, _ROLLOUTS, k)) for k in range(k_steps + 1)]
     gamma, lam = first.maml.gamma, first.maml.gae_lambda
 
+    samplers = _Samplers(settings)
+
     def curve_of(policy: Policy, config: Config, desc: str, env: str | None = None) -> Curve:
-        with (
-            _make_sampler(config, policy, settings, env) as sampler,
-            _Progress(settings.progress, k_steps + 1, desc) as bar,
-        ):
+        with _Progress(settings.progress, k_steps + 1, desc) as bar:
             return adaptation_curve(
-                sampler, policy, tasks, episodes=episodes, fast_lrs=fast_lrs,
-                seeds=sample_seeds, gamma=gamma, gae_lambda=lam, progress=bar.update,
+                samplers.get(config, policy, env), policy, tasks, episodes=episodes,
+                fast_lrs=fast_lrs, seeds=sample_seeds, gamma=gamma, gae_lambda=lam,
+                progress=bar.update,
             )  # fmt: skip
 
-    timing: dict[str, float] = {}
-    run_results = []
-    for run, label in zip(loaded, labels, strict=True):
-        t0 = time.perf_counter()
-        curve = curve_of(run.policy(), run.config, f"evaluate {label}")
-        timing[label] = time.perf_counter() - t0
-        run_results.append(
-            {
-                "label": label,
-                "path": str(run.path),
-                "agent": run.config.agent,
-                "iteration": run.iteration,
-                "env_steps": run.env_steps,
+    try:
+        timing: dict[str, float] = {}
+        run_results = []
+        for run, label in zip(loaded, labels, strict=True):
+            t0 = time.perf_counter()
+            curve = curve_of(run.policy(), run.config, f"evaluate {label}")
+            timing[label] = time.perf_counter() - t0
+            run_results.append(
+                {
+                    "label": label,
+                    "path": str(run.path),
+                    "agent": run.config.agent,
+                    "iteration": run.iteration,
+                    "env_steps": run.env_steps,
+                    "curve": curve.to_dict(),
+                }
+            )
+
+        baseline_results: dict[str, Any] = {}
+        if "random" in baselines:
+            t0 = time.perf_counter()
+            policy = _policy_like(first, _seed_int(_eval_seed_sequence(seed, _RANDOM_INIT)))
+            curve = curve_of(policy, first, "baseline random")
+            baseline_results["random"] = {"curve": curve.to_dict()}
+            timing["random"] = time.perf_counter() - t0
+        if "pretrained" in baselines:
+            t0 = time.perf_counter()
+            policy, steps = _pretrain(
+                first, env_id, pretrain_iters, seed, _PRETRAINED, samplers, settings.progress,
+                "pretrain (TRPO)",
+            )  # fmt: skip
+            curve = curve_of(policy, first, "baseline pretrained")
+            baseline_results["pretrained"] = {
                 "curve": curve.to_dict(),
+                "train_iterations": pretrain_iters,
+                "train_env_steps": steps,
             }
-        )
+            timing["pretrained"] = time.perf_counter() - t0
+        if "oracle" in baselines:
+            from maml_rl.eval_baselines import oracle_env_id
 
-    baseline_results: dict[str, Any] = {}
-    if "random" in baselines:
-        t0 = time.perf_counter()
-        policy = _policy_like(first, _seed_int(_eval_seed_sequence(seed, _RANDOM_INIT)))
-        curve = curve_of(policy, first, "baseline random")
-        baseline_results["random"] = {"curve": curve.to_dict()}
-        timing["random"] = time.perf_counter() - t0
-    if "pretrained" in baselines:
-        t0 = time.perf_counter()
-        policy, steps = _pretrain(first, env_id, pretrain_iters, seed, _PRETRAINED,
-                                  settings, "pretrain (TRPO)")  # fmt: skip
-        curve = curve_of(policy, first, "baseline pretrained")
-        baseline_results["pretrained"] = {
-            "curve": curve.to_dict(),
-            "train_iterations": pretrain_iters,
-            "train_env_steps": steps,
-        }
-        timing["pretrained"] = time.perf_counter() - t0
-    if "oracle" in baselines:
-        from maml_rl.eval_baselines import oracle_env_id
-
-        t0 = time.perf_counter()
-        oracle_id = oracle_env_id(env_id)
-        policy, steps = _pretrain(first, oracle_id, pretrain_iters, seed, _ORACLE,
-                                  settings, "train oracle (TRPO)")  # fmt: skip
-        curve = curve_of(policy, first, "baseline oracle", oracle_id)
-        baseline_results["oracle"] = {
-            "curve": curve.to_dict(),
-            "env_id": oracle_id,
-            "train_iterations": pretrain_iters,
-            "train_env_steps": steps,
-        }
-        timing["oracle"] = time.perf_counter() - t0
-    if "sb3_ppo" in baselines:
-        t0 = time.perf_counter()
-        baseline_results["sb3_ppo"] = _sb3_baseline(first, env_id, tasks, settings, episodes)
-        timing["sb3_ppo"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            oracle_id = oracle_env_id(env_id)
+            policy, steps = _pretrain(
+                first, oracle_id, pretrain_iters, seed, _ORACLE, samplers, settings.progress,
+                "train oracle (TRPO)",
+            )  # fmt: skip
+            curve = curve_of(policy, first, "baseline oracle", oracle_id)
+            baseline_results["oracle"] = {
+                "curve": curve.to_dict(),
+                "env_id": oracle_id,
+                "train_iterations": pretrain_iters,
+                "train_env_steps": steps,
+            }
+            timing["oracle"] = time.perf_counter() - t0
+        if "sb3_ppo" in baselines:
+            t0 = time.perf_counter()
+            baseline_results["sb3_ppo"] = _sb3_baseline(first, env_id, tasks, settings, episodes)
+            timing["sb3_ppo"] = time.perf_counter() - t0
+    finally:
+        samplers.close()
 
     horizon = first.env.max_episode_steps or int(_family(env_id).horizon)
     result: dict[str, Any] = {

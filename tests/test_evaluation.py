@@ -208,6 +208,35 @@ def test_finite_families_are_evaluated_on_all_their_tasks() -> None:
     assert sorted(t.direction for t in held.tasks) == [-1.0] * 3 + [1.0] * 3
 
 
+def hand_saved_run(folder: Path, config: Config) -> Path:
+    """A checkpoint of an untrained policy, written with the checkpoint module."""
+    state = {
+        "format_version": 1,
+        "iteration": 1,
+        "env_steps": 10,
+        "config": config.to_dict(),
+        "policy": build_policy(config).state_dict(),
+        "agent": {},
+        "rng": {"seed": config.seed, "torch": torch.get_rng_state()},
+    }
+    folder.mkdir(parents=True)
+    save_checkpoint(folder / "checkpoint.pt", state)
+    return folder
+
+
+def test_a_finite_family_is_evaluated_on_all_its_tasks(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, **{"env.id": "MetaRL/HalfCheetahDir-v0",
+                                      "env.max_episode_steps": 5})  # fmt: skip
+    run = hand_saved_run(tmp_path / "cheetah", config)
+    result = evaluate([run], quick(num_tasks=3, adapt_steps=1, episodes_per_step=1), out="")
+    assert result["task_set"]["held_out"] is False
+    assert [t["direction"] for t in result["tasks"]] == [-1.0, 1.0, -1.0, 1.0]
+    per_task = np.asarray(result["runs"][0]["curve"]["per_task_mean"])
+    assert per_task.shape == (2, 4) and np.isfinite(per_task).all()
+    # Repeats of a task get their own episodes (other start states and action noise).
+    assert per_task[0, 0] != per_task[0, 2]
+
+
 # -- the evaluation and eval.json ----------------------------------------------------------
 
 
@@ -274,6 +303,13 @@ def test_curves_are_prefix_stable_in_k(run_dir: Path, maml_eval: tuple[dict, Pat
     assert short["per_task_mean"] == long_curve["per_task_mean"][:2]
     none = evaluate([run_dir], quick(adapt_steps=0), out="")["runs"][0]["curve"]
     assert none["per_task_mean"] == long_curve["per_task_mean"][:1] and none["fast_lr"] == [None]
+
+
+def test_every_sampler_backend_gives_the_same_evaluation(
+    run_dir: Path, maml_eval: tuple[dict, Path]
+) -> None:
+    result = evaluate([run_dir], quick(sampler="process", num_workers=2), out="")
+    assert result["runs"][0]["curve"] == maml_eval[0]["runs"][0]["curve"]
 
 
 def test_the_schedule_changes_only_the_adapted_steps(run_dir: Path) -> None:
@@ -426,24 +462,19 @@ def test_cli_errors_are_one_line(
 
 def test_a_checkpoint_of_another_family_is_rejected(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, **{"env.id": "MetaRL/Bandit-5arm-v0"})
-    policy = build_policy(config)
-    state = {
-        "format_version": 1,
-        "iteration": 1,
-        "env_steps": 10,
-        "config": config.to_dict(),
-        "policy": policy.state_dict(),
-        "agent": {},
-        "rng": {"seed": 1, "torch": torch.get_rng_state()},
-    }
-    save_checkpoint(tmp_path / "bandit", state)
+    run = hand_saved_run(tmp_path / "bandit", config)
     with pytest.raises(ValueError, match="trained on MetaRL/Bandit-5arm-v0, not the requested"):
-        evaluate([tmp_path / "bandit"], quick(env_id=NAV), out="")
+        evaluate([run], quick(env_id=NAV), out="")
+    # Runs of two families cannot be compared.
+    other = hand_saved_run(tmp_path / "nav", tiny_config(tmp_path))
+    with pytest.raises(ValueError, match="not the first run's family"):
+        evaluate([run, other], quick(), out="")
     # Weights that do not fit the stored config's policy.
-    state["policy"] = {k: v[..., :1] for k, v in policy.state_dict().items()}
-    save_checkpoint(tmp_path / "broken", state)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["policy"] = {k: v[..., :1] for k, v in state["policy"].items()}
+    save_checkpoint(tmp_path / "broken.pt", state)
     with pytest.raises(ValueError, match="does not fit"):
-        evaluate([tmp_path / "broken"], quick(), out="")
+        evaluate([tmp_path / "broken.pt"], quick(), out="")
 
 
 def test_cli_writes_eval_json(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
