@@ -66,6 +66,12 @@ class TaskSamples:
     def num_tasks(self) -> int:
         return int(self.observations.shape[0])
 
+    def head(self, k: int) -> TaskSamples:
+        """The samples of the first ``k`` tasks."""
+        return TaskSamples(
+            self.observations[:k], self.actions[:k], self.advantages[:k], self.weights[:k]
+        )
+
     @classmethod
     def from_batch(
         cls,

@@ -104,6 +104,13 @@ class MAMLTRPO:
             ``"auto"`` (CUDA if available).
         hvp: ``"gauss_newton"`` (default, faster) or ``"exact"`` (reference); see the
             module docstring.
+        hvp_subsample: fraction of the tasks whose KL curvature the Hessian-vector
+            products use — the first ``⌈f·N⌉`` (tasks come in random order, so this
+            is a random subset). 1.0 (default) is the exact KL Hessian; a smaller
+            fraction makes each product proportionally cheaper with an unbiased
+            estimate of the curvature (the TRPO paper's subsampled Fisher, rllab's
+            ``subsample_factor``). The gradient, and the line search's KL check, always
+            use every task.
         normalize_advantages: normalise advantages per task (pytorch-maml-rl does).
     """
 
@@ -123,6 +130,7 @@ class MAMLTRPO:
         ls_backtrack_ratio: float = 0.8,
         device: str | torch.device = "cpu",
         hvp: str = "gauss_newton",
+        hvp_subsample: float = 1.0,
         normalize_advantages: bool = True,
     ) -> None:
         checks: list[tuple[str, Any, bool, str]] = [
@@ -135,6 +143,7 @@ class MAMLTRPO:
             ("cg_damping", cg_damping, cg_damping >= 0, "≥ 0"),
             ("ls_max_steps", ls_max_steps, ls_max_steps >= 1, "≥ 1"),
             ("ls_backtrack_ratio", ls_backtrack_ratio, 0 < ls_backtrack_ratio < 1, "in (0, 1)"),
+            ("hvp_subsample", hvp_subsample, 0 < hvp_subsample <= 1, "in (0, 1]"),
         ]
         for name, value, ok, rule in checks:
             if not ok:
@@ -156,6 +165,7 @@ class MAMLTRPO:
         self.ls_max_steps = int(ls_max_steps)
         self.ls_backtrack_ratio = float(ls_backtrack_ratio)
         self.hvp = hvp
+        self.hvp_subsample = float(hvp_subsample)
         self.normalize_advantages = bool(normalize_advantages)
 
     # -- inner loop --------------------------------------------------------------
@@ -243,6 +253,9 @@ class MAMLTRPO:
         The product function holds the graphs it needs; drop it to free them.
         """
         theta = dict(self.policy.named_parameters())
+        n = valid.num_tasks
+        num_curv = max(1, math.ceil(self.hvp_subsample * n - 1e-9))
+        full_curvature = num_curv == n
         # 1. Adaptation from θ, with the graph, shared by surrogate, KL and HVPs.
         steps = self._adapt_chain(theta, train, keep_graph=True)
         adapted = steps[-1].params_out
@@ -257,15 +270,28 @@ class MAMLTRPO:
             ratio = torch.exp(log_probs - old_log_probs)
             loss = -(ratio * valid.advantages * valid.weights).sum(1).mean()
             # 3. Meta-gradient: outer backward to θ', then through the adaptation to θ.
-            grad_out = torch.autograd.grad(loss, list(leaf.values()), retain_graph=True)
+            grad_out = torch.autograd.grad(loss, list(leaf.values()), retain_graph=full_curvature)
             grads = torch.autograd.grad(
                 list(adapted.values()), list(theta.values()), grad_outputs=grad_out,
-                retain_graph=True,
+                retain_graph=full_curvature,
             )  # fmt: skip
+        # 4. Curvature: on these graphs, or on separate, smaller ones for the first tasks
+        #    (a product through the full graphs would cost the full batch even with zero
+        #    rows for the other tasks).
+        curv_valid, curv_old_dist = valid, old_dist
+        if not full_curvature:
+            del steps, adapted, leaf, dist
+            curv_valid = valid.head(num_curv)
+            steps = self._adapt_chain(theta, [s.head(num_curv) for s in train], keep_graph=True)
+            adapted = steps[-1].params_out
+            leaf = {k: v.detach().requires_grad_() for k, v in adapted.items()}
+            with torch.enable_grad():
+                dist = self.policy(curv_valid.observations, leaf)
+            curv_old_dist = detach_distribution(dist)
         if self.hvp == "gauss_newton":
-            hvp = self._gauss_newton_hvp(theta, steps, leaf, dist, old_dist, valid)
+            hvp = self._gauss_newton_hvp(theta, steps, leaf, dist, curv_old_dist, curv_valid)
         else:
-            hvp = self._exact_hvp(theta, adapted, old_dist, valid)
+            hvp = self._exact_hvp(theta, adapted, curv_old_dist, curv_valid)
         lin = _Linearization(
             loss=loss.item(),
             grad=_flat(grads),

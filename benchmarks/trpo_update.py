@@ -8,8 +8,10 @@ Builds one meta-batch (Navigation2D: real episodes from ``BatchedNavigation2D``
 with the policy, then adapted; HalfCheetah: random data of the paper's shape, obs
 17, act 6, since only the shapes matter for the update's cost), then times
 ``MAMLTRPO.step`` on it, restoring the parameters before each call so every timed
-call does the same work. For each Hessian-vector-product method it reports the
-median of the timed calls:
+call does the same work. For each Hessian-vector-product method (Gauss-Newton,
+the default; exact double backward, the reference implementations' way; and
+Gauss-Newton on a ``--subsample`` fraction of the tasks) it reports the median
+of the timed calls:
 
 * ``gradient_s``: advantages + baseline fits, adaptation with graph, surrogate,
   meta-gradient through the adaptation, and building the product function;
@@ -123,6 +125,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--hidden", type=int, nargs="+", default=[100, 100])
     parser.add_argument("--activation", default="relu")
     parser.add_argument("--cg-iters", type=int, default=10)
+    parser.add_argument(
+        "--subsample", type=float, default=0.25,
+        help="also time Gauss-Newton products on this fraction of the tasks (1 = skip)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.iterations < 1 or args.warmup < 0 or args.threads < 1:
@@ -142,15 +148,22 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     sample_s = time.perf_counter() - t0
     theta0 = {k: v.detach().clone() for k, v in policy.state_dict().items()}
 
-    methods = ["gauss_newton", "exact"] if args.hvp == "both" else [args.hvp]
+    methods = [(m, m, 1.0) for m in ("gauss_newton", "exact") if args.hvp in (m, "both")]
+    if 0 < args.subsample < 1 and args.hvp != "exact":
+        methods.append(
+            (f"gauss_newton_subsample_{args.subsample:g}", "gauss_newton", args.subsample)
+        )
     print(
         f"MAML-TRPO update, {args.shape}: {n} tasks x {e} episodes x {t} steps, obs {obs_dim}, "
         f"act {act_dim}, hidden {args.hidden} {args.activation}, cg_iters {args.cg_iters}, "
         f"{args.threads} threads, device {args.device} (batches built in {sample_s:.2f} s)"
     )
     results: dict[str, dict[str, float]] = {}
-    for method in methods:
-        agent = MAMLTRPO(policy, hvp=method, cg_iters=args.cg_iters, device=args.device)
+    for label, method, subsample in methods:
+        agent = MAMLTRPO(
+            policy, hvp=method, hvp_subsample=subsample, cg_iters=args.cg_iters,
+            device=args.device,
+        )  # fmt: skip
         runs: list[dict[str, float]] = []
         for i in range(args.warmup + args.iterations):
             policy.load_state_dict(theta0)
@@ -166,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             return statistics.median(r[key] for r in rows)
 
         products = max(med("train/cg_iterations"), 1.0)
-        results[method] = {
+        results[label] = {
             "update_s": med("update_s"),
             "gradient_s": med("time/trpo_gradient_s"),
             "cg_s": med("time/trpo_cg_s"),
@@ -177,9 +190,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "step_accepted": med("train/step_accepted"),
             "kl": med("train/kl"),
         }
-        r = results[method]
+        r = results[label]
         print(
-            f"{method:>12}: update {r['update_s']:.3f} s = gradient {r['gradient_s']:.3f} + "
+            f"{label:>12}: update {r['update_s']:.3f} s = gradient {r['gradient_s']:.3f} + "
             f"CG {r['cg_s']:.3f} ({r['hvp_products']:.0f} x {r['hvp_s'] * 1e3:.1f} ms) + "
             f"line search {r['line_search_s']:.3f} ({r['line_search_steps']:.0f} candidates); "
             f"kl {r['kl']:.4f}, accepted {r['step_accepted']:.0f}"
@@ -198,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "torch": torch.__version__,
         "results": results,
     }
-    if len(results) == 2:
+    if "gauss_newton" in results and "exact" in results:
         summary["speedup_update"] = (
             results["exact"]["update_s"] / results["gauss_newton"]["update_s"]
         )

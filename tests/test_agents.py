@@ -232,6 +232,25 @@ def test_gauss_newton_products_equal_exact_kl_hessian_products(
     assert v @ hv > 0
 
 
+@pytest.mark.parametrize("hvp", ["gauss_newton", "exact"])
+def test_subsampled_curvature_is_the_curvature_of_the_first_tasks(hvp: str) -> None:
+    policy = make_policy()
+    sub = make_agent(policy, hvp=hvp, hvp_subsample=0.5)  # ⌈0.5 · 3⌉ = 2 tasks
+    full = make_agent(policy, hvp=hvp)
+    train_b, valid_b = meta_batches(sub)
+    train, valid = [sub.samples(b) for b in train_b], sub.samples(valid_b)
+    lin_sub, hvp_sub = sub._linearize(train, valid)
+    lin_full, _ = full._linearize(train, valid)
+    # The gradient (and the line search) still use every task.
+    torch.testing.assert_close(lin_sub.grad, lin_full.grad)
+    _, hvp_head = full._linearize([s.head(2) for s in train], valid.head(2))
+    v = torch.randn(lin_sub.grad.shape, generator=torch.Generator().manual_seed(3),
+                    dtype=torch.float64)  # fmt: skip
+    torch.testing.assert_close(hvp_sub(v), hvp_head(v))
+    metrics = sub.step(train_b, valid_b)
+    assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= sub.max_kl
+
+
 def test_categorical_policy_products_and_step() -> None:
     torch.manual_seed(0)
     policy = CategoricalMLPPolicy(3, 4, hidden_sizes=(8,), activation="tanh").double()
@@ -376,6 +395,7 @@ def test_step_validates_its_inputs() -> None:
         ({"max_kl": -1.0}, "max_kl must be > 0"),
         ({"ls_backtrack_ratio": 1.0}, "ls_backtrack_ratio must be in"),
         ({"hvp": "fisher"}, "hvp must be one of"),
+        ({"hvp_subsample": 0.0}, "hvp_subsample must be in"),
     ],
 )
 def test_bad_hyperparameters_are_rejected(kwargs: dict[str, object], message: str) -> None:
