@@ -182,19 +182,22 @@ def inner_step(
     Returns:
         An :class:`InnerStep`.
     """
-    stacked = stack_for_tasks(params, policy, samples.num_tasks)
-    # Detached inputs (e.g. during sampling) get a fresh leaf so the gradient exists.
-    stacked = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in stacked.items()}
     create_graph = second_order and keep_graph
+    # Grad mode on throughout: callers may sit under torch.no_grad() (samplers, line
+    # searches), and the broadcast of θ must be recorded for the graph to reach θ.
     with torch.enable_grad():
+        stacked = stack_for_tasks(params, policy, samples.num_tasks)
+        # Detached inputs (e.g. during sampling) get a fresh leaf so the gradient exists.
+        stacked = {
+            k: v if v.requires_grad else v.detach().requires_grad_() for k, v in stacked.items()
+        }
         losses = inner_losses(policy, stacked, samples)
         # Tasks are independent, so d(Σ_i L_i)/dθ_i = ∇L_i: one call, all tasks.
         grads = torch.autograd.grad(losses.sum(), list(stacked.values()), create_graph=create_graph)
-    grad_dict = dict(zip(stacked, grads, strict=True))
-    if keep_graph:
+        grad_dict = dict(zip(stacked, grads, strict=True))
         out = {k: stacked[k] - fast_lr * grad_dict[k] for k in stacked}
-    else:
-        out = {k: (stacked[k] - fast_lr * grad_dict[k]).detach() for k in stacked}
+    if not keep_graph:
+        out = {k: v.detach() for k, v in out.items()}
     return InnerStep(stacked, grad_dict, out, losses.detach())
 
 

@@ -15,20 +15,33 @@ only a lower surrogate with ``KL ≤ max_kl`` (Schulman et al., 2015).
 
 Hessian-vector products — where the time goes. ``H`` is the Hessian of ``KL(θ)`` at
 the current ``θ``, where the KL and its gradient vanish. Hence, with
-``B_i = ∂θ'_i/∂θ = I − α ∇²L_i^inner`` and ``G_i`` the Hessian of task ``i``'s KL
-with respect to its adapted parameters ``θ'_i``::
+``B_i = ∂θ'_i/∂θ = I − α ∇²L_i^inner`` and ``G_i`` the Hessian of task ``i``'s share
+of the KL with respect to its adapted parameters ``θ'_i``::
 
     H v = Σ_i B_iᵀ G_i B_i v            (exact at the current θ)
 
 because the other chain-rule term, ``Σ ∂KL/∂θ'_i · ∂²θ'_i/∂θ²``, is multiplied by
-``∂KL/∂θ'_i = 0``. The default ``hvp="gauss_newton"`` computes exactly this: ``B v``
-by reverse-mode products through the (cached) inner-gradient graph (``∇²L`` is
-symmetric, so a vector-Jacobian product is a Jacobian-vector product), ``G`` by a
-double-backward on the outer network only, and ``Bᵀ`` by one backward through the
-adaptation. Only second derivatives of the inner loss appear. ``hvp="exact"``
-double-differentiates ``∇_θ KL(θ)`` through the adaptation, as the reference
-implementations do, which needs third derivatives of the inner loss; it gives the
-same products (a test checks) and is kept as the reference and for benchmarks.
+``∂KL/∂θ'_i = 0``; for the same reason ``G_i = J_iᵀ F_i J_i`` (Gauss-Newton form),
+with ``J_i`` the Jacobian of the action distribution's tensors (mean and std, or
+logits) w.r.t. ``θ'_i`` and ``F_i`` the KL's Hessian in those tensors. The default
+``hvp="gauss_newton"`` computes exactly this, reusing graphs built once per step:
+
+* ``B v``: a vector-Jacobian product through the inner-gradient graph (``∇²L`` is
+  symmetric, so it is also the Jacobian-vector product);
+* ``J u``: the derivative, w.r.t. a dummy cotangent ``d``, of the cached ``Jᵀd``;
+  ``F`` elementwise-cheap; ``Jᵀ`` one backward through the outer network;
+* ``Bᵀ``: one backward through the adaptation, summing over tasks.
+
+Only second derivatives of the inner loss appear. For a 2-layer MLP this is ~16
+batched matmuls of the hidden layer per product, the count a hand-written
+Pearlmutter pass would need. ``hvp="exact"`` double-differentiates ``∇_θ KL(θ)``
+through the adaptation as the reference implementations do (third derivatives of
+the inner loss); it gives the same products — a test checks — and is kept as the
+reference. ``hvp_subsample`` trades exactness of the curvature for speed.
+
+The conjugate-gradient solve also returns ``sᵀHs`` (see
+:func:`maml_rl.optim.conjugate_gradient`), so a step costs ``cg_iters`` products,
+not ``cg_iters + 1``.
 """
 
 from __future__ import annotations
@@ -252,6 +265,12 @@ class MAMLTRPO:
 
         The product function holds the graphs it needs; drop it to free them.
         """
+        with torch.enable_grad():  # also under a caller's torch.no_grad()
+            return self._linearize_with_grad(train, valid)
+
+    def _linearize_with_grad(
+        self, train: Sequence[TaskSamples], valid: TaskSamples
+    ) -> tuple[_Linearization, Callable[[torch.Tensor], torch.Tensor]]:
         theta = dict(self.policy.named_parameters())
         n = valid.num_tasks
         num_curv = max(1, math.ceil(self.hvp_subsample * n - 1e-9))
@@ -262,19 +281,18 @@ class MAMLTRPO:
         # 2. The outer network at a detached copy of θ': its graph is separate from the
         #    adaptation's, so each is reused by every CG iteration.
         leaf = {k: v.detach().requires_grad_() for k, v in adapted.items()}
-        with torch.enable_grad():
-            dist = self.policy(valid.observations, leaf)
-            log_probs = dist.log_prob(valid.actions)
-            old_log_probs = log_probs.detach()
-            old_dist = detach_distribution(dist)
-            ratio = torch.exp(log_probs - old_log_probs)
-            loss = -(ratio * valid.advantages * valid.weights).sum(1).mean()
-            # 3. Meta-gradient: outer backward to θ', then through the adaptation to θ.
-            grad_out = torch.autograd.grad(loss, list(leaf.values()), retain_graph=full_curvature)
-            grads = torch.autograd.grad(
-                list(adapted.values()), list(theta.values()), grad_outputs=grad_out,
-                retain_graph=full_curvature,
-            )  # fmt: skip
+        dist = self.policy(valid.observations, leaf)
+        log_probs = dist.log_prob(valid.actions)
+        old_log_probs = log_probs.detach()
+        old_dist = detach_distribution(dist)
+        ratio = torch.exp(log_probs - old_log_probs)
+        loss = -(ratio * valid.advantages * valid.weights).sum(1).mean()
+        # 3. Meta-gradient: outer backward to θ', then through the adaptation to θ.
+        grad_out = torch.autograd.grad(loss, list(leaf.values()), retain_graph=full_curvature)
+        grads = torch.autograd.grad(
+            list(adapted.values()), list(theta.values()), grad_outputs=grad_out,
+            retain_graph=full_curvature,
+        )  # fmt: skip
         # 4. Curvature: on these graphs, or on separate, smaller ones for the first tasks
         #    (a product through the full graphs would cost the full batch even with zero
         #    rows for the other tasks).
@@ -285,8 +303,7 @@ class MAMLTRPO:
             steps = self._adapt_chain(theta, [s.head(num_curv) for s in train], keep_graph=True)
             adapted = steps[-1].params_out
             leaf = {k: v.detach().requires_grad_() for k, v in adapted.items()}
-            with torch.enable_grad():
-                dist = self.policy(curv_valid.observations, leaf)
+            dist = self.policy(curv_valid.observations, leaf)
             curv_old_dist = detach_distribution(dist)
         if self.hvp == "gauss_newton":
             hvp = self._gauss_newton_hvp(theta, steps, leaf, dist, curv_old_dist, curv_valid)
@@ -412,11 +429,8 @@ class MAMLTRPO:
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """``v ↦ (Σ_i B_iᵀ J_iᵀ F_i J_i B_i + damping) v`` (see the module docstring).
 
-        ``G_i = J_iᵀ F_i J_i``: ``J_i`` is the Jacobian of the distribution's tensors
-        (mean and std, or logits) w.r.t. ``θ'_i`` and ``F_i`` the KL's Hessian in
-        those tensors (elementwise-cheap). ``J u`` reuses the graph of a
-        vector-Jacobian product that is linear in a dummy cotangent ``d``:
-        ``J u = ∂(Jᵀd · u)/∂d`` — no forward pass is repeated.
+        ``J u`` reuses the graph of a vector-Jacobian product that is linear in a
+        dummy cotangent ``d``: ``J u = ∂(Jᵀd · u)/∂d`` — no forward pass is repeated.
         """
         leaves = list(leaf.values())
         outs = distribution_tensors(dist)

@@ -203,6 +203,19 @@ def test_second_order_gradient_matches_per_task_reference_and_differs_from_first
     torch.testing.assert_close(g1, _flat(ref1))
 
 
+def test_linearization_is_the_same_under_no_grad() -> None:
+    policy = make_policy()
+    agent = make_agent(policy)
+    train_b, valid_b = meta_batches(agent)
+    train, valid = [agent.samples(b) for b in train_b], agent.samples(valid_b)
+    lin, hvp = agent._linearize(train, valid)
+    with torch.no_grad():  # e.g. a trainer that wraps its whole loop
+        lin_ng, hvp_ng = agent._linearize(train, valid)
+        v = lin.grad.clone()
+        torch.testing.assert_close(hvp_ng(v), hvp(v))
+    torch.testing.assert_close(lin_ng.grad, lin.grad)
+
+
 # -- curvature -------------------------------------------------------------------------------
 
 
