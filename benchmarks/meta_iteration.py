@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     print(
         f"{config.env.id}: {m.meta_batch_size} tasks x {m.fast_batch_size} episodes x "
         f"{horizon} steps, {m.num_adapt_steps} inner step(s); sampler {config.sampler.backend} "
-        f"({config.sampler.num_workers} worker(s)); update on {device}; "
+        f"({config.sampler.num_workers} worker(s)); update on {device} "
+        f"({config.update_threads} thread(s)); "
         f"median of {args.iterations} iteration(s) after {args.warmup} warm-up"
     )
     for p in PHASES:
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "iterations": args.iterations,
         **{f"median_{p}": round(v, 4) for p, v in medians.items()},
         "torch": torch.__version__,
-        "torch_threads_update": 2,
+        "update_threads": config.update_threads,
         "machine": platform.machine(),
         "python": platform.python_version(),
     }

@@ -162,6 +162,9 @@ class MAMLConfig(_Validated):
     gae_lambda: float = _field(1.0, ge=0.0, le=1.0)
     """GAE λ (1.0: Monte-Carlo returns minus the baseline, as in the MAML paper)."""
 
+    normalize_advantages: bool = True
+    """Normalise the advantages of each task to zero mean, unit std (pytorch-maml-rl does)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class TRPOConfig(_Validated):
@@ -181,6 +184,14 @@ class TRPOConfig(_Validated):
 
     ls_backtrack_ratio: float = _field(0.8, gt=0.0, lt=1.0)
     """Step shrink factor per line-search step."""
+
+    hvp: Literal["gauss_newton", "exact"] = "gauss_newton"
+    """KL Hessian-vector products: ``gauss_newton`` (faster, reuses graphs) or ``exact``
+    (double differentiation; the reference)."""
+
+    hvp_subsample: float = _field(1.0, gt=0.0, le=1.0)
+    """Fraction of the tasks whose KL curvature the Hessian-vector products use (1.0:
+    all; smaller is proportionally cheaper and unbiased, as rllab's ``subsample_factor``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +220,10 @@ class Config(_Validated):
 
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     """Torch device of the meta-update (rollouts always run on CPU); ``auto``: CUDA if present."""
+
+    update_threads: int = _field(2, ge=1)
+    """Torch threads for the meta-update on CPU (sampling always uses 1 per process). On a
+    machine shared with other jobs, 1 can be much faster: idle OpenMP threads spin."""
 
     num_batches: int = _field(40, ge=1)
     """Meta-iterations (outer updates) to run."""

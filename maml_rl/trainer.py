@@ -75,11 +75,15 @@ __all__ = [
 #: Config keys a resumed run may change: they only extend the run, or do not alter
 #: what is computed (every sampler backend gives identical episodes; another device
 #: may change the last bits of the update, not its meaning).
-RESUMABLE_KEYS = ("num_batches", "checkpoint_every", "device", "logdir", "run_name")
+RESUMABLE_KEYS = (
+    "num_batches",
+    "checkpoint_every",
+    "device",
+    "update_threads",
+    "logdir",
+    "run_name",
+)
 _RESUMABLE_PREFIXES = ("sampler.",)
-
-#: Torch threads for the update (adaptation with graph, TRPO/PPO step); sampling uses 1.
-UPDATE_THREADS = 2
 
 _INIT_STREAM, _ITERATION_STREAM = 0, 1
 
@@ -181,6 +185,7 @@ def build_agent(config: Config, policy: Policy, device: torch.device) -> Any:
         first_order=m.first_order,
         gamma=m.gamma,
         gae_lambda=m.gae_lambda,
+        normalize_advantages=m.normalize_advantages,
         device=device,
     )
     if config.agent == "maml_trpo":
@@ -194,6 +199,8 @@ def build_agent(config: Config, policy: Policy, device: torch.device) -> Any:
             cg_damping=t.cg_damping,
             ls_max_steps=t.ls_max_steps,
             ls_backtrack_ratio=t.ls_backtrack_ratio,
+            hvp=t.hvp,
+            hvp_subsample=t.hvp_subsample,
             **common,
         )
     try:
@@ -399,7 +406,7 @@ class Trainer:
             torch.set_num_threads(1)  # the sampler's hot loop: one thread (workers do the same)
             batch = self.sampler.sample(tasks, params, cfg.maml.fast_batch_size, sample_seeds[k])
             t1 = time.perf_counter()
-            torch.set_num_threads(UPDATE_THREADS)
+            torch.set_num_threads(cfg.update_threads)
             # The adapted parameters only drive the next rollouts here; agent.step
             # recomputes the adaptation with the graph it needs.
             params = _detached(self.agent.adapt(params, batch))
@@ -411,7 +418,7 @@ class Trainer:
         valid = self.sampler.sample(tasks, params, cfg.maml.fast_batch_size, sample_seeds[-1])
         t1 = time.perf_counter()
         sample_s += t1 - t0
-        torch.set_num_threads(UPDATE_THREADS)
+        torch.set_num_threads(cfg.update_threads)
         agent_metrics = self.agent.step(train_batches, valid)
         t_end = time.perf_counter()
 
