@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -77,13 +78,13 @@ class Policy(nn.Module):
         self.activation = activation
         self._act = _ACTIVATIONS[activation]
         sizes = (self.obs_dim, *self.hidden_sizes)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
         self.head = nn.Linear(sizes[-1], out_dim)
-        # Orthogonal-ish init as in common TRPO/PPO practice; small output layer so the
-        # initial policy is close to its default (zero mean / uniform) distribution.
-        for layer in self.layers:
-            nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        # Hidden layers keep torch's default init, whose non-zero biases matter here:
+        # with zero biases every ReLU sits exactly at its kink for an all-zero
+        # observation (Navigation2D's start state), and the inner gradient jumps
+        # there. A small output layer starts the policy near its default (zero-mean
+        # or uniform) distribution.
         nn.init.xavier_uniform_(self.head.weight, gain=0.01)
         nn.init.zeros_(self.head.bias)
 
@@ -210,7 +211,9 @@ class CategoricalMLPPolicy(Policy):
         return Categorical(logits=self._torso(obs, params))
 
 
-def stack_params(params: Sequence[Mapping[str, torch.Tensor]] | Mapping[str, torch.Tensor], n: int | None = None) -> Params:
+def stack_params(
+    params: Sequence[Mapping[str, torch.Tensor]] | Mapping[str, torch.Tensor], n: int | None = None
+) -> Params:
     """Stack per-task parameter dicts into one dict with a leading task dim.
 
     With a single (unstacked) dict and ``n``, the dict is broadcast to ``n`` tasks
