@@ -162,9 +162,7 @@ class TensorBoardLogger:
 
         rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in config.items())
         self._writer.add_text("config", f"| key | value |\n|---|---|\n{rows}", global_step=0)
-        hp = {
-            k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config.items()
-        }
+        hp = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config.items()}
         # The hparams summaries go into this run's own event file (add_hparams would
         # make a separate sub-run); the metrics are read from the scalars logged here.
         experiment, session_start, session_end = hparams(
@@ -204,8 +202,9 @@ class ConsoleLogger:
             total = f"/{self.num_batches}" if self.num_batches else ""
             parts.append(f"[{int(it):>{width}d}{total}]")
         parts.append(f"steps {int(step):,}")
-        pre, post = metrics.get("rollout/return_pre_adapt"), metrics.get(
-            "rollout/return_post_adapt"
+        pre, post = (
+            metrics.get("rollout/return_pre_adapt"),
+            metrics.get("rollout/return_post_adapt"),
         )
         if pre is not None and post is not None:
             parts.append(f"| return pre {pre:8.2f} post {post:8.2f}")
