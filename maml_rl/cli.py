@@ -15,6 +15,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -38,6 +39,10 @@ def _cmd_envs(args: argparse.Namespace) -> int:
     for r in [header, *rows]:
         print(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]}")
     return 0
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -79,7 +84,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         what = args.config or "the embedded default (short Navigation2D run)"
         print(f"training {config.agent} on {config.env.id} ({what})", flush=True)
         print(f"run folder: {trainer.run_dir}", flush=True)
-    metrics = trainer.train()
+    # A cluster's preemption (SIGTERM) is handled like Ctrl-C: checkpoint, then exit.
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        metrics = trainer.train()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if metrics:
         print(
             f"done: {trainer.iteration} iterations, {trainer.env_steps:,} env steps; "
@@ -132,14 +142,18 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         help="measure fast adaptation on held-out tasks (and baselines)",
         description=(
             "For each held-out task: sample E episodes, take a policy-gradient step, sample "
-            "again, K times; report the mean return after 0..K steps with a 95%% confidence "
+            "again, K times; report the mean return after 0..K steps with a 95% confidence "
             "interval over tasks. Writes eval.json, adaptation.png and TensorBoard scalars."
         ),
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or checkpoint files")
     p.add_argument("--env", metavar="ID", help="the family the runs must have been trained on")
-    p.add_argument("--num-tasks", type=int, default=40, metavar="N", help="tasks (default 40)")
-    p.add_argument("--adapt-steps", type=int, default=3, metavar="K", help="steps (default 3)")
+    p.add_argument(
+        "--num-tasks", type=int, default=40, metavar="N", help="evaluation tasks (default 40)"
+    )
+    p.add_argument(
+        "--adapt-steps", type=int, default=3, metavar="K", help="adaptation steps (default 3)"
+    )
     p.add_argument(
         "--episodes-per-step", type=int, metavar="E", help="default: the run's fast_batch_size"
     )

@@ -225,7 +225,7 @@ class Config(_Validated):
     """Torch threads for the meta-update on CPU (sampling always uses 1 per process). On a
     machine shared with other jobs, 1 can be much faster: idle OpenMP threads spin."""
 
-    num_batches: int = _field(40, ge=1)
+    num_batches: int = _field(30, ge=1)
     """Meta-iterations (outer updates) to run."""
 
     checkpoint_every: int = _field(10, ge=0)

@@ -1,0 +1,167 @@
+"""Trainer: per-iteration seeding, metrics, resume == uninterrupted, Ctrl-C checkpoints.
+
+Everything runs the real sampler and MAML-TRPO on Navigation2D with tiny sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from maml_rl.checkpoint import load_checkpoint
+from maml_rl.config import Config, load_config
+from maml_rl.logger import InMemoryLogger, read_jsonl
+from maml_rl.trainer import Interrupted, Trainer, iteration_seeds
+
+TINY = [
+    "env.max_episode_steps=5",
+    "maml.meta_batch_size=3",
+    "maml.fast_batch_size=2",
+    "policy.hidden_sizes=[8, 8]",
+    "trpo.cg_iters=3",
+    "update_threads=1",  # the test machine is shared: spinning OpenMP threads only slow it
+    "num_batches=2",
+    "checkpoint_every=1",
+]
+
+
+def tiny(**overrides: Any) -> Config:
+    return load_config(None, TINY).replace(overrides)
+
+
+def without_timings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
+
+
+def test_iteration_seeds_depend_only_on_seed_and_iteration() -> None:
+    def draw(seed: int, it: int) -> tuple[list[float], list[int], int]:
+        rng, seeds, torch_seed = iteration_seeds(seed, it, 2)
+        return rng.random(3).tolist(), seeds, torch_seed
+
+    assert draw(1, 3) == draw(1, 3)
+    assert draw(1, 3) != draw(1, 4)
+    # No `seed + i` overlap: run seed 2 at iteration 0 must not replay seed 1's iteration 1.
+    assert draw(1, 1) != draw(2, 0)
+    _, seeds, _ = draw(1, 0)
+    assert len(set(seeds)) == 2 and all(0 <= s < 2**63 for s in seeds)
+
+
+class _InterruptOn:
+    """A logger that raises KeyboardInterrupt (as Ctrl-C would) on a given iteration."""
+
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def write(self, metrics: Mapping[str, float], step: int) -> None:
+        if metrics["iteration"] == self.iteration:
+            raise KeyboardInterrupt
+
+    def close(self) -> None:
+        pass
+
+
+def test_metrics_and_run_folder(tmp_path: Path) -> None:
+    cfg = tiny()
+    memory = InMemoryLogger()
+    trainer = Trainer(cfg, tmp_path / "run", console=False, loggers=[memory])
+    last = trainer.train()
+    assert [m["iteration"] for _, m in memory.records] == [1, 2]
+    # Navigation never terminates early: every episode runs the full horizon.
+    per_iteration = 3 * 2 * 5 * (cfg.maml.num_adapt_steps + 1)
+    assert [step for step, _ in memory.records] == [per_iteration, 2 * per_iteration]
+    assert last == memory.records[-1][1]
+    for key in [
+        "rollout/return_pre_adapt",
+        "rollout/return_post_adapt",
+        "rollout/episode_length",
+        "train/kl",
+        "time/sample_s",
+        "time/update_s",
+        "time/env_steps_per_s",
+    ]:
+        assert np.isfinite(last[key]), key
+    assert last["rollout/episode_length"] == 5.0
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "checkpoint.pt"} <= files
+    assert any(name.startswith("events.out.tfevents") for name in files)
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg
+    state = load_checkpoint(tmp_path / "run")
+    assert (state["iteration"], state["env_steps"]) == (2, 2 * per_iteration)
+    assert state["config"] == cfg.to_dict()
+    assert trainer.policy.params().keys() == state["policy"].keys()
+
+
+def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    Trainer(tiny(num_batches=4), tmp_path / "full", console=False).train()
+
+    Trainer(tiny(num_batches=2), tmp_path / "split", console=False).train()
+    # The second half even runs on worker processes: every backend gives the same episodes.
+    resumed = Trainer.resume(
+        tmp_path / "split",
+        {"num_batches": 4, "sampler.backend": "process", "sampler.num_workers": 2},
+        console=False,
+    )
+    assert resumed.iteration == 2
+    resumed.train()
+
+    full = read_jsonl(tmp_path / "full" / "metrics.jsonl")
+    split = read_jsonl(tmp_path / "split" / "metrics.jsonl")
+    assert [r["iteration"] for r in split] == [1, 2, 3, 4]
+    assert without_timings(split) == without_timings(full)
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "split")
+    for name in a["policy"]:
+        assert torch.equal(a["policy"][name], b["policy"][name]), name
+
+
+def test_ctrl_c_checkpoints_the_last_finished_iteration(tmp_path: Path) -> None:
+    Trainer(tiny(num_batches=3), tmp_path / "full", console=False).train()
+
+    cfg = tiny(num_batches=3, checkpoint_every=0)  # only the interrupt writes a checkpoint
+    trainer = Trainer(cfg, tmp_path / "run", console=False, loggers=[_InterruptOn(2)])
+    with pytest.raises(Interrupted, match="interrupted after iteration 1/3") as info:
+        trainer.train()
+    assert "--resume" in str(info.value)
+    assert load_checkpoint(tmp_path / "run")["iteration"] == 1
+    # The metrics line of iteration 2 was written before the interrupt; the resumed run
+    # replaces it, and the result equals a run that was never interrupted.
+    Trainer.resume(tmp_path / "run", console=False).train()
+    assert without_timings(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == without_timings(
+        read_jsonl(tmp_path / "full" / "metrics.jsonl")
+    )
+
+
+def test_resume_refuses_what_would_change_the_run(tmp_path: Path) -> None:
+    Trainer(tiny(), tmp_path / "run", console=False).train()
+    with pytest.raises(ValueError, match=r"maml\.fast_lr would change from 0\.1 to 0\.05"):
+        Trainer.resume(tmp_path / "run", {"maml.fast_lr": 0.05})
+    with pytest.raises(ValueError, match="already finished 2 of 2 iterations"):
+        Trainer.resume(tmp_path / "run")
+    with pytest.raises(ValueError, match=r"has no checkpoint\.pt"):
+        Trainer.resume(tmp_path)
+
+
+def test_unknown_env_id_suggests_the_closest(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="did you mean 'MetaRL/Navigation2D-v0'"):
+        Trainer(tiny().replace({"env.id": "MetaRL/Navigation2d-v0"}), tmp_path / "run")
+
+
+def test_new_run_folder_is_not_reused(tmp_path: Path) -> None:
+    cfg = tiny(logdir=str(tmp_path), run_name="a", num_batches=1)
+    Trainer(cfg, console=False).train()
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        Trainer(cfg, console=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_update_on_cuda(tmp_path: Path) -> None:
+    memory = InMemoryLogger()
+    trainer = Trainer(tiny(device="cuda"), tmp_path / "run", console=False, loggers=[memory])
+    trainer.train()
+    assert next(trainer.policy.parameters()).device.type == "cuda"
+    assert np.isfinite(memory.records[-1][1]["rollout/return_post_adapt"])
+    assert load_checkpoint(tmp_path / "run")["policy"]["log_std"].device.type == "cpu"
