@@ -1,7 +1,8 @@
 """Sampler throughput against the bare-simulator limit, measured in one run.
 
 For HalfCheetahVel (40 tasks × 20 episodes × 200 steps, a 2×100 tanh Gaussian
-policy with different parameters per task) and Navigation2D (20 × 20 × 100), it
+policy with different parameters per task) and Navigation2D (20 × 20 × 100, the
+paper's 2×100 ReLU policy), it
 times whole ``sampler.sample`` calls on each backend and worker count and prints
 environment steps per second. For HalfCheetah it also measures, in the same run,
 what the simulator alone can do: a plain loop of ``ctrl[:] = action;
@@ -92,6 +93,7 @@ def time_sampler(
     env_id: str,
     obs_dim: int,
     act_dim: int,
+    activation: str,
     tasks: int,
     episodes: int,
     horizon: int,
@@ -99,9 +101,10 @@ def time_sampler(
     workers: int,
     repeats: int,
 ) -> dict[str, float]:
-    """Median seconds of a whole sample call (after a warm-up call), and steps/s."""
+    """Seconds of a whole sample call (median and best of ``repeats``, after a warm-up
+    call) and env steps per second (from the median)."""
     torch.manual_seed(0)
-    policy = GaussianMLPPolicy(obs_dim, act_dim, (100, 100), "tanh")
+    policy = GaussianMLPPolicy(obs_dim, act_dim, (100, 100), activation)
     task_list = family_class(env_id).sample_tasks(tasks, np.random.default_rng(0))
     g = torch.Generator().manual_seed(0)
     params = {  # a different θ'_i per task, as after adaptation
@@ -119,7 +122,12 @@ def time_sampler(
             times.append(time.perf_counter() - start)
             steps = batch.env_steps
     seconds = statistics.median(times)
-    return {"seconds": seconds, "env_steps": steps, "steps_per_s": steps / seconds}
+    return {
+        "seconds": seconds,
+        "best_seconds": min(times),
+        "env_steps": steps,
+        "steps_per_s": steps / seconds,
+    }
 
 
 def main() -> None:
@@ -132,12 +140,16 @@ def main() -> None:
         help="comma-separated backends to time (ray is skipped if not installed)",
     )
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument(
+        "--cheetah-size",
+        default=None,
+        help="HalfCheetahVel tasks,episodes,steps (default 40,20,200; --quick 8,5,50)",
+    )
     args = parser.parse_args()
 
-    if args.quick:
-        c_tasks, c_eps, c_horizon, repeats = 8, 5, 50, args.repeats or 2
-    else:
-        c_tasks, c_eps, c_horizon, repeats = 40, 20, 200, args.repeats or 3
+    repeats = args.repeats or (2 if args.quick else 3)
+    size = args.cheetah_size or ("8,5,50" if args.quick else "40,20,200")
+    c_tasks, c_eps, c_horizon = (int(v) for v in size.split(","))
     n_tasks, n_eps, n_horizon = 20, 20, 100
     backends = [b for b in args.backends.split(",") if b]
     if "ray" in backends:
@@ -172,7 +184,9 @@ def main() -> None:
         "sampler": {},
     }
     for backend, workers in settings:
-        r = time_sampler(CHEETAH, 17, 6, c_tasks, c_eps, c_horizon, backend, workers, repeats)
+        r = time_sampler(
+            CHEETAH, 17, 6, "tanh", c_tasks, c_eps, c_horizon, backend, workers, repeats
+        )
         key = f"{backend}-{workers}"
         cheetah["sampler"][key] = r
         limit = bare[min(workers, 2)]
@@ -189,7 +203,10 @@ def main() -> None:
     nav: dict[str, Any] = {"tasks": n_tasks, "episodes": n_eps, "horizon": n_horizon}
     nav["sampler"] = {}
     for backend, workers in settings:
-        r = time_sampler(NAV, 2, 2, n_tasks, n_eps, n_horizon, backend, workers, max(repeats, 5))
+        # The MAML paper's navigation policy (configs/navigation2d_trpo.yaml): 2×100 ReLU.
+        r = time_sampler(
+            NAV, 2, 2, "relu", n_tasks, n_eps, n_horizon, backend, workers, max(repeats, 5)
+        )
         key = f"{backend}-{workers}"
         nav["sampler"][key] = r
         print(
