@@ -71,8 +71,7 @@ class EpisodeBatch:
             )
         if tuple(self.actions.shape[:3]) != (n, t, e):
             raise ValueError(
-                f"EpisodeBatch.actions must start with {(n, t, e)}, "
-                f"got {tuple(self.actions.shape)}"
+                f"EpisodeBatch.actions must start with {(n, t, e)}, got {tuple(self.actions.shape)}"
             )
         if tuple(self.final_observations.shape[:2]) != (n, e):
             raise ValueError(
@@ -125,9 +124,7 @@ class EpisodeBatch:
         if isinstance(index, int):
             index = [index]
         idx: Any = index if isinstance(index, slice) else torch.as_tensor(list(index))
-        tasks = (
-            self.tasks[index] if isinstance(index, slice) else [self.tasks[i] for i in index]
-        )
+        tasks = self.tasks[index] if isinstance(index, slice) else [self.tasks[i] for i in index]
         return dataclasses.replace(
             self,
             tasks=list(tasks),

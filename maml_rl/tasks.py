@@ -59,9 +59,7 @@ def _as_value(name: str, owner: str, value: Any) -> float | tuple[float, ...]:
     if arr.ndim != 1 or not (
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
     ):
-        raise ValueError(
-            f"{owner}.{name} must be a flat sequence of numbers, got {value!r}"
-        )
+        raise ValueError(f"{owner}.{name} must be a flat sequence of numbers, got {value!r}")
     return tuple(float(v) for v in arr)
 
 
@@ -88,9 +86,7 @@ class Task:
             n = self.shapes.get(f.name)
             if n is not None:
                 if not isinstance(value, tuple) or len(value) != n:
-                    raise ValueError(
-                        f"{owner}.{f.name} must have {n} components, got {value!r}"
-                    )
+                    raise ValueError(f"{owner}.{f.name} must have {n} components, got {value!r}")
             elif isinstance(value, tuple):
                 raise ValueError(f"{owner}.{f.name} must be a single number, got {value!r}")
             comps = value if isinstance(value, tuple) else (value,)
@@ -115,8 +111,7 @@ class Task:
     def to_dict(self) -> dict[str, float | list[float]]:
         """A JSON-serialisable dict of this task's fields (tuples become lists)."""
         return {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(self).items()
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
         }
 
     @classmethod
@@ -124,8 +119,7 @@ class Task:
         """Build (and validate) a task from a mapping, rejecting unknown or missing keys."""
         if not isinstance(data, Mapping):
             raise ValueError(
-                f"a {cls.__name__} must be a {cls.__name__} or a mapping, "
-                f"got {type(data).__name__}"
+                f"a {cls.__name__} must be a {cls.__name__} or a mapping, got {type(data).__name__}"
             )
         names = [f.name for f in dataclasses.fields(cls)]
         for key in data:
@@ -147,8 +141,7 @@ class Task:
             return task
         if isinstance(task, Task):
             raise ValueError(
-                f"expected a {cls.__name__}, got a {type(task).__name__} "
-                "(a task of another family)"
+                f"expected a {cls.__name__}, got a {type(task).__name__} (a task of another family)"
             )
         return cls.from_dict(task)
 
@@ -241,11 +234,9 @@ def register_family(
     defaults to the class's ``horizon``. Registering the same id twice with the same
     entry point is a no-op, so modules may be re-imported safely.
     """
-    ns, name, version = gym.envs.registration.parse_env_id(env_id)
+    ns, _name, version = gym.envs.registration.parse_env_id(env_id)
     if ns is None or version is None:
-        raise ValueError(
-            f"task family ids must look like 'Namespace/Name-vK', got {env_id!r}"
-        )
+        raise ValueError(f"task family ids must look like 'Namespace/Name-vK', got {env_id!r}")
     cls = entry_point
     if isinstance(cls, str):
         cls = gym.envs.registration.load_env_creator(cls)  # type: ignore[assignment]
@@ -279,9 +270,7 @@ def family_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     if env_id not in _FAMILIES:
         close = difflib.get_close_matches(env_id, ids, n=1, cutoff=0.4)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"unknown task family {env_id!r}{hint} (run `maml-rl envs` to list them)"
-        )
+        raise ValueError(f"unknown task family {env_id!r}{hint} (run `maml-rl envs` to list them)")
     return gym.spec(env_id)
 
 
