@@ -27,11 +27,11 @@ class UserError(Exception):
 def _cmd_envs(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
-    from maml_rl.tasks import family_class, family_ids
+    from maml_rl.tasks import TaskFamily, family_class, family_ids
 
     rows = []
     for env_id in family_ids():
-        cls = family_class(env_id)
+        cls: type[TaskFamily] = family_class(env_id)
         spec = gym.spec(env_id)
         rows.append((env_id, str(spec.max_episode_steps), cls.task_distribution))
     header = ("id", "horizon", "task distribution")
@@ -81,8 +81,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, overrides)
         trainer = Trainer(config)
-        what = args.config or "the embedded default (short Navigation2D run)"
-        print(f"training {config.agent} on {config.env.id} ({what})", flush=True)
+        what = args.config or "the embedded default config (a short run)"
+        print(f"training {config.agent} on {config.env.id} with {what}", flush=True)
         print(f"run folder: {trainer.run_dir}", flush=True)
     # A cluster's preemption (SIGTERM) is handled like Ctrl-C: checkpoint, then exit.
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

@@ -16,8 +16,9 @@ import torch
 from maml_rl.checkpoint import load_checkpoint
 from maml_rl.config import Config, load_config
 from maml_rl.logger import InMemoryLogger, read_jsonl
-from maml_rl.trainer import Interrupted, Trainer, iteration_seeds
+from maml_rl.trainer import Interrupted, Trainer, build_agent, build_policy, iteration_seeds
 
+PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 TINY = [
     "env.max_episode_steps=5",
     "maml.meta_batch_size=3",
@@ -155,6 +156,21 @@ def test_new_run_folder_is_not_reused(tmp_path: Path) -> None:
     Trainer(cfg, console=False).train()
     with pytest.raises(ValueError, match="already exists and is not empty"):
         Trainer(cfg, console=False)
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_every_preset_builds_its_policy_and_agent(path: Path) -> None:
+    import gymnasium as gym
+
+    cfg = load_config(path)
+    policy = build_policy(cfg)
+    env = gym.make(cfg.env.id)
+    assert policy.obs_dim == env.observation_space.shape[0]
+    assert policy.act_dim == env.action_space.shape[0]
+    assert policy.hidden_sizes == (100, 100) and policy.activation == "relu"
+    env.close()
+    agent = build_agent(cfg, policy, torch.device("cpu"))
+    assert (agent.max_kl, agent.cg_iters) == (0.01, 10)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
