@@ -22,6 +22,7 @@ plain multi-task TRPO learner, and the SB3 runner. The evaluation protocol itsel
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -32,7 +33,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from maml_rl.agents.maml import TaskSamples, detach_distribution
-from maml_rl.agents.policies import Policy, stack_params
+from maml_rl.agents.policies import Policy
 from maml_rl.batch import EpisodeBatch
 from maml_rl.envs.batched import BatchedTaskEnv
 from maml_rl.optim import backtracking_line_search, conjugate_gradient
@@ -231,14 +232,15 @@ _CLASS_PREFIX = "_Oracle_"
 def _oracle_class(base_id: str) -> type:
     """The oracle family class of ``base_id`` (created once per process).
 
-    Its name encodes ``base_id`` and the module resolves such names on demand
-    (:func:`__getattr__`), so the class pickles *by reference* into fresh sampler
-    worker processes and Ray actors, which recreate it from the name.
+    Its name encodes ``base_id`` and the module of the base family, and this module
+    resolves such names on demand (:func:`__getattr__`), so the class pickles *by
+    reference* into fresh sampler worker processes and Ray actors: they import the
+    base family's module (which registers it) and recreate the class from the name.
     """
-    name = _CLASS_PREFIX + base_id.encode().hex()
+    base_cls = family_class(base_id)
+    name = _CLASS_PREFIX + f"{base_id}|{base_cls.__module__}".encode().hex()
     cls = globals().get(name)
     if cls is None:
-        base_cls = family_class(base_id)
         cls = type(
             name,
             (_OracleFamily,),
@@ -260,10 +262,11 @@ def __getattr__(name: str) -> Any:
     """Recreate a generated oracle class when a worker unpickles it by name."""
     if name.startswith(_CLASS_PREFIX):
         try:
-            base_id = bytes.fromhex(name[len(_CLASS_PREFIX) :]).decode()
+            base_id, module = bytes.fromhex(name[len(_CLASS_PREFIX) :]).decode().split("|")
         except ValueError:
             pass
         else:
+            importlib.import_module(module)  # registers the base family
             return _oracle_class(base_id)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -338,22 +341,24 @@ class MultiTaskTRPO:
         """One TRPO update on ``batch`` (sampled with the policy's own parameters).
 
         Returns:
-            ``train/surrogate_loss``, ``train/kl``, ``train/line_search_steps``,
-            ``train/step_accepted``, ``train/grad_norm``.
+            ``train/surrogate_loss`` (before), ``train/surrogate_loss_after``,
+            ``train/kl`` (of the applied step; 0 if none), ``train/line_search_steps``,
+            ``train/step_accepted`` (1/0), ``train/grad_norm``.
         """
         dtype = next(self.policy.parameters()).dtype
         samples = TaskSamples.from_batch(batch, self.gamma, self.gae_lambda, dtype=dtype)
-        n = samples.num_tasks
         theta = dict(self.policy.named_parameters())
         params = list(theta.values())
 
+        # θ is shared by every task, so the policy runs unstacked on [N, M, obs_dim]: one
+        # plain matmul per layer for all tasks.
         def surrogate(p: Mapping[str, torch.Tensor], old_lp: torch.Tensor) -> torch.Tensor:
-            dist = self.policy(samples.observations, stack_params(p, n))
+            dist = self.policy(samples.observations, p)
             ratio = torch.exp(dist.log_prob(samples.actions) - old_lp)
             return -(ratio * samples.advantages * samples.weights).sum(1).mean()
 
         with torch.enable_grad():
-            dist = self.policy(samples.observations, stack_params(theta, n))
+            dist = self.policy(samples.observations, theta)
             old_lp = dist.log_prob(samples.actions).detach()
             old_dist = detach_distribution(dist)
             loss = surrogate(theta, old_lp)
@@ -376,7 +381,7 @@ class MultiTaskTRPO:
                 i += p.numel()
             return out
 
-        accepted, tried, kl_after = False, 0, 0.0
+        accepted, tried, kl_after, loss_after = False, 0, 0.0, loss_before
         cg = conjugate_gradient(fisher_vector, g, self.cg_iters)
         if cg.xAx > 0 and math.isfinite(cg.xAx) and torch.isfinite(cg.x).all():
             full_step = -math.sqrt(2.0 * self.max_kl / cg.xAx) * cg.x
@@ -384,14 +389,15 @@ class MultiTaskTRPO:
             def evaluate(fraction: float) -> tuple[float, float]:
                 cand = unflat(theta_old + fraction * full_step)
                 with torch.no_grad():
-                    new_dist = self.policy(samples.observations, stack_params(cand, n))
+                    new_dist = self.policy(samples.observations, cand)
                     kl_c = (kl_divergence(old_dist, new_dist) * samples.weights).sum(1).mean()
                     return surrogate(cand, old_lp).item(), kl_c.item()
 
             result = backtracking_line_search(
                 evaluate, loss_before, self.max_kl, self.ls_max_steps, self.ls_backtrack_ratio
             )
-            accepted, tried, kl_after = result.accepted, result.steps, result.kl
+            accepted, tried = result.accepted, result.steps
+            kl_after, loss_after = result.kl, result.loss
             if accepted:
                 new = unflat(theta_old + result.fraction * full_step)
                 with torch.no_grad():
@@ -399,6 +405,7 @@ class MultiTaskTRPO:
                         p.copy_(new[name])
         metrics.update(
             {
+                "train/surrogate_loss_after": loss_after,
                 "train/kl": kl_after,
                 "train/line_search_steps": float(tried),
                 "train/step_accepted": float(accepted),

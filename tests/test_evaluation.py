@@ -418,17 +418,25 @@ def test_oracle_family_samples_alike_on_every_backend() -> None:
 
 
 def test_multitask_trpo_improves_its_surrogate_within_the_trust_region() -> None:
-    config = load_config(None, TINY)
+    # tanh units: no dead ReLU whose revival would make the quadratic KL model useless.
+    config = load_config(None, [*TINY, "policy.activation=tanh", "policy.hidden_sizes=[16, 16]"])
     policy = build_policy(config)
-    tasks = family_class(NAV).sample_tasks(3, np.random.default_rng(0))
+    tasks = family_class(NAV).sample_tasks(4, np.random.default_rng(0))
     with make_sampler(NAV, policy, max_episode_steps=HORIZON) as sampler:
-        batch = sampler.sample(tasks, policy.params(), 4, seed=0)
+        batch = sampler.sample(tasks, policy.params(), 8, seed=0)
     before = {k: v.detach().clone() for k, v in policy.named_parameters()}
-    metrics = MultiTaskTRPO(policy, max_kl=0.01).step(batch)
+    learner = MultiTaskTRPO(policy, max_kl=0.01)
+    metrics = learner.step(batch)
     assert metrics["train/step_accepted"] == 1.0
     assert 0.0 < metrics["train/kl"] <= 0.01
-    changed = any(not torch.equal(before[k], v) for k, v in policy.named_parameters())
-    assert changed
+    assert metrics["train/surrogate_loss_after"] < metrics["train/surrogate_loss"]
+    assert any(not torch.equal(before[k], v) for k, v in policy.named_parameters())
+    # A trust region so small that the candidate rounds to θ in float32: no improvement,
+    # so the step is rejected and the parameters stay as they are.
+    before = {k: v.detach().clone() for k, v in policy.named_parameters()}
+    tiny_region = MultiTaskTRPO(policy, max_kl=1e-30, ls_max_steps=1).step(batch)
+    assert tiny_region["train/step_accepted"] == 0.0 and tiny_region["train/kl"] == 0.0
+    assert all(torch.equal(before[k], v) for k, v in policy.named_parameters())
 
 
 # -- errors ------------------------------------------------------------------------------------
