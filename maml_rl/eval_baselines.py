@@ -462,18 +462,19 @@ def sb3_ppo_on_task(
 ) -> SB3Result:
     """Train Stable-Baselines3 PPO from scratch on one task, then play it.
 
-    SB3's default PPO (MLP policy, its default hyperparameters) on the registered
-    single env fixed to ``task``, for ``budget`` environment steps (``n_steps`` is
-    reduced for budgets smaller than one default rollout, see
-    :func:`sb3_hyperparameters`). It is then evaluated on ``len(eval_seeds)``
-    episodes with stochastic actions, each reset with its seed.
+    SB3's PPO (``MlpPolicy``, default hyperparameters except ``n_steps`` and
+    ``batch_size``, chosen by :func:`sb3_hyperparameters` so that whole rollouts add
+    up to the budget) on the registered single env fixed to ``task``, for ``budget``
+    environment steps. It is then evaluated on ``len(eval_seeds)`` episodes with
+    stochastic actions, as the MAML policies are, each reset with its seed. Note that
+    SB3 seeds the global ``random``/``numpy``/``torch`` generators.
 
     Args:
         env_id: the registered task family.
         task: the task to learn.
         budget: environment steps to train for (≥ 1).
         eval_seeds: one reset seed per evaluation episode.
-        seed: SB3's seed (its torch/numpy/env randomness).
+        seed: SB3's seed, in ``[0, 2³²)`` (its torch/numpy/env randomness).
         env_kwargs: the env's constructor arguments.
         max_episode_steps: the time limit (default: the registered one).
     """
