@@ -20,8 +20,8 @@ and normalised advantages, one step for all tasks at once) with the step size
 MAML paper's test-time rule: the run's ``fast_lr`` for the first step, half of it
 for later ones (0.1 then 0.05 in the paper). The inner objectives the agents offer
 (REINFORCE, ProMP's LVC, DiCE) share their gradient at the sampling policy, so this
-step adapts a run exactly as its own agent's inner step would, whichever it trained
-with; they differ only in the curvature the meta-update sees.
+step adapts a run as its own agent's inner step would (up to rounding), whichever
+it trained with; they differ only in the curvature the meta-update sees.
 
 **Held-out tasks.** The trainer draws iteration ``i``'s tasks from
 ``SeedSequence(seed, spawn_key=(1, i))`` (:func:`maml_rl.trainer.iteration_seeds`).
