@@ -85,7 +85,7 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
     * v0: initial version.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
     task_cls = GoalTask2D
     horizon = 100
     task_distribution = "goal ~ U[-0.5, 0.5]^2"
