@@ -1,11 +1,36 @@
-"""The MAML inner loop: one REINFORCE step per task, for all tasks at once.
+"""The MAML inner loop: one policy-gradient step per task, for all tasks at once.
 
-For task ``i`` with its training episodes, the inner loss is the policy-gradient
-surrogate with baseline advantages (Finn et al., 2017, Alg. 3; REINFORCE with the
-linear feature baseline)::
+For task ``i`` with its training episodes, the inner step is
 
-    L_i(θ) = − mean over valid steps of  log π_θ(a|s) · A(s, a)
-    θ'_i   = θ − α ∇_θ L_i(θ)
+    θ'_i = θ − α ∇_θ L_i(θ)
+
+where ``L_i`` is one of three *inner objectives* (:data:`INNER_OBJECTIVES`). All three
+have the same value of the gradient ``∇L_i`` at the policy that sampled the episodes
+(so the adapted parameters, and the rollouts they drive, are the same); they differ in
+their higher derivatives — the curvature term ``−α ∇²L_i`` of the meta-gradient that an
+outer loss on ``θ'`` picks up by differentiating through the step (Rothfuss et al.,
+"ProMP", ICLR 2019, Sec. 4–5):
+
+``reinforce`` (Finn et al., 2017, Alg. 3)
+    ``L = − mean_valid[ log π_θ(a|s) · A ]``. Its Hessian lacks the
+    ``∇log π ∇log πᵀ`` terms of the true Hessian of the expected return: a biased
+    curvature estimate (ProMP, Sec. 4).
+``lvc`` (ProMP's low-variance curvature)
+    ``L = − mean_valid[ π_θ(a|s) / π_old(a|s) · A ]``, with ``π_old`` the pre-update
+    policy that sampled the episodes (a constant). At ``θ = θ_old`` its gradient is
+    REINFORCE's; its Hessian adds the per-step ``∇log π ∇log πᵀ · A`` term (the
+    causal cross-step terms are dropped: biased, low variance). Away from ``θ_old`` the
+    ratio importance-weights the episodes (as ProMP's code does).
+``dice`` (Foerster et al., 2018, "DiCE")
+    ``L = − Σ_t □(Σ_{t'≤t} log π_θ(a_t'|s_t')) · δ_t``, the magic box
+    ``□(x) = exp(x − ⊥x)`` over each step's causal past, weighted like the REINFORCE
+    loss. The per-step weights are ``δ_t = A_t − A_{t+1}`` (``A`` after the episode's
+    end is 0), the "rewards" whose reward-to-go is our advantage ``A_t`` — so DiCE's
+    first-order gradient is *exactly* REINFORCE's with the same baseline and
+    normalisation, and all its higher-order terms are the unbiased DiCE ones (ProMP's
+    code instead weights the box with discounted rewards minus a fitted per-step reward
+    baseline). Here too ``⊥x`` is the value at the sampling policy, making
+    ``□ = Π_{t'≤t} π_θ/π_old`` the per-decision importance weight away from it.
 
 All ``N`` tasks are adapted together. ``θ`` is broadcast to *stacked* parameters
 ``[N, ...]`` (``expand``: no copy, and gradients flow back to the shared ``θ``), the
@@ -23,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Literal, get_args
 
 import torch
 from torch.distributions import Categorical, Distribution, Independent, Normal
@@ -32,22 +58,46 @@ from maml_rl.baseline import compute_advantages
 from maml_rl.batch import EpisodeBatch
 
 __all__ = [
+    "INNER_OBJECTIVES",
+    "InnerObjective",
     "InnerStep",
     "TaskSamples",
+    "adapt_chain",
+    "check_inner_objective",
+    "check_meta_batches",
     "detach_distribution",
     "distribution_like",
     "distribution_tensors",
     "inner_losses",
+    "inner_objective_losses",
     "inner_step",
     "stack_for_tasks",
 ]
+
+InnerObjective = Literal["reinforce", "dice", "lvc"]
+#: The inner objectives (see the module docstring).
+INNER_OBJECTIVES: tuple[str, ...] = get_args(InnerObjective)
+
+
+def check_inner_objective(objective: str) -> InnerObjective:
+    """``objective`` if it names an inner objective.
+
+    Raises:
+        ValueError: naming the valid objectives.
+    """
+    if objective not in INNER_OBJECTIVES:
+        raise ValueError(
+            f"inner_objective must be one of {', '.join(INNER_OBJECTIVES)}, got {objective!r}"
+        )
+    return objective  # type: ignore[return-value]
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskSamples:
     """An :class:`EpisodeBatch` flattened per task, with its advantages, for PG losses.
 
-    ``M = T · E`` samples per task; padded steps carry weight 0.
+    ``M = T · E`` samples per task, time-major: sample ``t · E + e`` is step ``t`` of
+    episode ``e``. Padded steps carry weight 0 and advantage 0.
 
     Attributes:
         observations: ``[N, M, obs_dim]``.
@@ -55,12 +105,14 @@ class TaskSamples:
         advantages: ``[N, M]``, from :func:`~maml_rl.baseline.compute_advantages`.
         weights: ``[N, M]``, ``mask / (valid steps of the task)``: a per-task masked
             mean of ``x`` is ``(weights * x).sum(1)``.
+        episodes_per_task: ``E`` (DiCE needs the episodes' time axis back).
     """
 
     observations: torch.Tensor
     actions: torch.Tensor
     advantages: torch.Tensor
     weights: torch.Tensor
+    episodes_per_task: int
 
     @property
     def num_tasks(self) -> int:
@@ -69,7 +121,11 @@ class TaskSamples:
     def head(self, k: int) -> TaskSamples:
         """The samples of the first ``k`` tasks."""
         return TaskSamples(
-            self.observations[:k], self.actions[:k], self.advantages[:k], self.weights[:k]
+            self.observations[:k],
+            self.actions[:k],
+            self.advantages[:k],
+            self.weights[:k],
+            self.episodes_per_task,
         )
 
     @classmethod
@@ -106,7 +162,7 @@ class TaskSamples:
             obs, adv, weights = obs.to(dtype), adv.to(dtype), weights.to(dtype)
             if actions.is_floating_point():
                 actions = actions.to(dtype)
-        return cls(obs, actions, adv.reshape(n, t * e), weights)
+        return cls(obs, actions, adv.reshape(n, t * e), weights, e)
 
 
 def stack_for_tasks(params: Mapping[str, torch.Tensor], policy: Policy, n: int) -> Params:
@@ -123,21 +179,70 @@ def stack_for_tasks(params: Mapping[str, torch.Tensor], policy: Policy, n: int) 
     return stack_params(params, n)
 
 
-def inner_losses(
-    policy: Policy, params: Mapping[str, torch.Tensor], samples: TaskSamples
+def inner_objective_losses(
+    log_probs: torch.Tensor,
+    samples: TaskSamples,
+    objective: InnerObjective = "reinforce",
+    old_log_probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Per-task REINFORCE losses ``−mean_valid(log π(a|s) · A)``.
+    """Per-task inner losses from the log-probabilities of the sampled actions.
+
+    Args:
+        log_probs: ``[N, M]`` log-probabilities under the pre-update policy being adapted
+            (carrying the graph to its parameters).
+        samples: the task samples.
+        objective: ``"reinforce"``, ``"lvc"`` or ``"dice"`` (see the module docstring).
+        old_log_probs: ``[N, M]`` log-probabilities under the policy that sampled the
+            episodes (a constant). ``None``: the current ones, detached — right whenever
+            the loss is taken at the sampling policy. Unused by ``reinforce``.
+
+    Returns:
+        ``[N]`` losses.
+    """
+    if objective == "reinforce":
+        return -(log_probs * samples.advantages * samples.weights).sum(dim=1)
+    old = log_probs.detach() if old_log_probs is None else old_log_probs
+    if objective == "lvc":
+        ratio = torch.exp(log_probs - old)
+        return -(ratio * samples.advantages * samples.weights).sum(dim=1)
+    if objective != "dice":
+        check_inner_objective(objective)
+    n, m = log_probs.shape
+    e = samples.episodes_per_task
+    valid = (samples.weights > 0).view(n, m // e, e)
+    # The cumulative log-ratio of each step's causal past, summed as a difference (not
+    # as a difference of two long sums, whose rounding would not cancel in float32).
+    log_ratio = torch.where(valid, (log_probs - old).view(n, m // e, e), 0.0)
+    magic_box = torch.exp(torch.cumsum(log_ratio, dim=1))
+    # δ_t = A_t − A_{t+1}: the reward-to-go of δ from step t is A_t.
+    adv = samples.advantages.view(n, m // e, e) * valid
+    next_adv = torch.cat([adv[:, 1:], torch.zeros_like(adv[:, :1])], dim=1)
+    weights = samples.weights.view(n, m // e, e)
+    return -(magic_box * (adv - next_adv) * weights).sum(dim=(1, 2))
+
+
+def inner_losses(
+    policy: Policy,
+    params: Mapping[str, torch.Tensor],
+    samples: TaskSamples,
+    *,
+    objective: InnerObjective = "reinforce",
+    old_log_probs: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-task inner losses of the stacked ``params`` (REINFORCE by default).
 
     Args:
         policy: the policy.
         params: stacked ``[N, ...]`` parameters.
         samples: the task samples.
+        objective: the inner objective.
+        old_log_probs: see :func:`inner_objective_losses`.
 
     Returns:
         ``[N]`` losses.
     """
     log_probs = policy(samples.observations, params).log_prob(samples.actions)
-    return -(log_probs * samples.advantages * samples.weights).sum(dim=1)
+    return inner_objective_losses(log_probs, samples, objective, old_log_probs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,12 +255,18 @@ class InnerStep:
             step they carry the graph of the gradient (for Hessian-vector products).
         params_out: stacked adapted parameters.
         losses: ``[N]`` inner losses at ``params_in`` (detached).
+        dist: the action distribution of ``params_in`` on the step's observations
+            (``[N, M]`` batch shape); differentiable w.r.t. ``params_in`` when the step
+            keeps its graph, detached otherwise.
+        log_probs: ``[N, M]`` ``dist.log_prob`` of the sampled actions (same graph rule).
     """
 
     params_in: Params
     grads: Params
     params_out: Params
     losses: torch.Tensor
+    dist: Distribution
+    log_probs: torch.Tensor
 
 
 def inner_step(
@@ -166,8 +277,10 @@ def inner_step(
     *,
     second_order: bool,
     keep_graph: bool,
+    objective: InnerObjective = "reinforce",
+    old_log_probs: torch.Tensor | None = None,
 ) -> InnerStep:
-    """One REINFORCE step for all tasks at once.
+    """One inner policy-gradient step for all tasks at once.
 
     Args:
         policy: the policy.
@@ -178,6 +291,10 @@ def inner_step(
             ``params_out`` is differentiable to second order w.r.t. ``params``.
         keep_graph: if False, ``params_out`` is detached (for sampling); if True it
             depends on ``params`` (through ``−α g`` too when ``second_order``).
+        objective: the inner objective (see the module docstring).
+        old_log_probs: ``[N, M]`` log-probabilities of the sampled actions under the
+            policy that sampled them, for ``lvc``/``dice`` away from that policy
+            (``None``: the step is taken at the sampling policy).
 
     Returns:
         An :class:`InnerStep`.
@@ -191,14 +308,85 @@ def inner_step(
         stacked = {
             k: v if v.requires_grad else v.detach().requires_grad_() for k, v in stacked.items()
         }
-        losses = inner_losses(policy, stacked, samples)
+        dist = policy(samples.observations, stacked)
+        log_probs = dist.log_prob(samples.actions)
+        losses = inner_objective_losses(log_probs, samples, objective, old_log_probs)
         # Tasks are independent, so d(Σ_i L_i)/dθ_i = ∇L_i: one call, all tasks.
-        grads = torch.autograd.grad(losses.sum(), list(stacked.values()), create_graph=create_graph)
+        grads = torch.autograd.grad(
+            losses.sum(), list(stacked.values()), create_graph=create_graph,
+            retain_graph=keep_graph,
+        )  # fmt: skip
         grad_dict = dict(zip(stacked, grads, strict=True))
         out = {k: stacked[k] - fast_lr * grad_dict[k] for k in stacked}
     if not keep_graph:
         out = {k: v.detach() for k, v in out.items()}
-    return InnerStep(stacked, grad_dict, out, losses.detach())
+        dist, log_probs = detach_distribution(dist), log_probs.detach()
+    return InnerStep(stacked, grad_dict, out, losses.detach(), dist, log_probs)
+
+
+def adapt_chain(
+    policy: Policy,
+    theta: Mapping[str, torch.Tensor],
+    train: Sequence[TaskSamples],
+    fast_lr: float,
+    *,
+    second_order: bool,
+    keep_graph: bool,
+    objective: InnerObjective = "reinforce",
+    old_log_probs: Sequence[torch.Tensor] | None = None,
+) -> list[InnerStep]:
+    """``len(train)`` inner steps from ``theta``, step ``k`` on ``train[k]``.
+
+    Args:
+        policy: the policy.
+        theta: unstacked (or stacked) parameters to start from.
+        train: the training samples of each inner step.
+        fast_lr: inner step size ``α``.
+        second_order: see :func:`inner_step`.
+        keep_graph: see :func:`inner_step`.
+        objective: the inner objective.
+        old_log_probs: per step, the sampling policy's ``[N, M]`` log-probabilities
+            (``None``: every step is at its sampling policy).
+
+    Returns:
+        The :class:`InnerStep` of each step; ``[-1].params_out`` is the adapted ``θ'``.
+    """
+    if old_log_probs is not None and len(old_log_probs) != len(train):
+        raise ValueError(
+            f"need one old log-probability tensor per inner step ({len(train)}), "
+            f"got {len(old_log_probs)}"
+        )
+    steps: list[InnerStep] = []
+    params: Mapping[str, torch.Tensor] = theta
+    for k, samples in enumerate(train):
+        step = inner_step(
+            policy, params, samples, fast_lr, second_order=second_order,
+            keep_graph=keep_graph, objective=objective,
+            old_log_probs=None if old_log_probs is None else old_log_probs[k],
+        )  # fmt: skip
+        steps.append(step)
+        params = step.params_out
+    return steps
+
+
+def check_meta_batches(
+    train_batches: Sequence[EpisodeBatch], valid: EpisodeBatch, num_adapt_steps: int
+) -> None:
+    """Check the batches of a meta-update: one train batch per inner step, same tasks.
+
+    Raises:
+        ValueError: saying which rule was broken and what was given.
+    """
+    if isinstance(train_batches, EpisodeBatch):
+        raise ValueError("train_batches must be a list of EpisodeBatch (one per inner step)")
+    if len(train_batches) != num_adapt_steps:
+        raise ValueError(
+            f"step needs one train batch per inner step (num_adapt_steps="
+            f"{num_adapt_steps}), got {len(train_batches)}"
+        )
+    counts = {b.num_tasks for b in train_batches} | {valid.num_tasks}
+    if len(counts) != 1:
+        raise ValueError(f"train and valid batches must have the same task count, got {counts}")
 
 
 def distribution_tensors(dist: Distribution) -> list[torch.Tensor]:

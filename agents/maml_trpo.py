@@ -56,8 +56,12 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from maml_rl.agents.maml import (
+    InnerObjective,
     InnerStep,
     TaskSamples,
+    adapt_chain,
+    check_inner_objective,
+    check_meta_batches,
     detach_distribution,
     distribution_like,
     distribution_tensors,
@@ -79,6 +83,9 @@ class _Linearization:
     inner_loss: float
     old_log_probs: torch.Tensor  # [N, M] at the current θ (detached)
     old_dist: Distribution  # the adapted policies at the current θ (detached)
+    # Per inner step, [N, M] log-probabilities of its pre-update policy at the current θ
+    # (detached): the fixed denominators of the lvc/dice inner losses at other θ.
+    inner_old_log_probs: list[torch.Tensor]
 
 
 _HVP_METHODS = ("gauss_newton", "exact")
@@ -125,6 +132,10 @@ class MAMLTRPO:
             ``subsample_factor``). The gradient, and the line search's KL check, always
             use every task.
         normalize_advantages: normalise advantages per task (pytorch-maml-rl does).
+        inner_objective: ``"reinforce"`` (the MAML paper), ``"lvc"`` or ``"dice"``;
+            see :mod:`maml_rl.agents.maml`. During the line search the adaptation at a
+            candidate ``θ`` keeps the current policy as ``π_old``, so the surrogate it
+            evaluates is the function whose gradient and curvature the step used.
     """
 
     def __init__(
@@ -145,6 +156,7 @@ class MAMLTRPO:
         hvp: str = "gauss_newton",
         hvp_subsample: float = 1.0,
         normalize_advantages: bool = True,
+        inner_objective: InnerObjective = "reinforce",
     ) -> None:
         checks: list[tuple[str, Any, bool, str]] = [
             ("fast_lr", fast_lr, fast_lr > 0, "> 0"),
@@ -180,6 +192,7 @@ class MAMLTRPO:
         self.hvp = hvp
         self.hvp_subsample = float(hvp_subsample)
         self.normalize_advantages = bool(normalize_advantages)
+        self.inner_objective: InnerObjective = check_inner_objective(inner_objective)
 
     # -- inner loop --------------------------------------------------------------
     def samples(self, batch: EpisodeBatch) -> TaskSamples:
@@ -197,7 +210,7 @@ class MAMLTRPO:
         *,
         create_graph: bool = False,
     ) -> Params:
-        """One inner REINFORCE step for every task of ``batch``.
+        """One inner policy-gradient step for every task of ``batch``.
 
         Args:
             params: ``θ`` (unstacked, shared by all tasks) or stacked ``[N, ...]``
@@ -214,22 +227,21 @@ class MAMLTRPO:
         step = inner_step(
             self.policy, params, self.samples(batch), self.fast_lr,
             second_order=not self.first_order, keep_graph=create_graph,
+            objective=self.inner_objective,
         )  # fmt: skip
         return step.params_out
 
     def _adapt_chain(
-        self, theta: Mapping[str, torch.Tensor], train: Sequence[TaskSamples], keep_graph: bool
+        self,
+        theta: Mapping[str, torch.Tensor],
+        train: Sequence[TaskSamples],
+        keep_graph: bool,
+        old_log_probs: Sequence[torch.Tensor] | None = None,
     ) -> list[InnerStep]:
-        steps: list[InnerStep] = []
-        params: Mapping[str, torch.Tensor] = theta
-        for samples in train:
-            step = inner_step(
-                self.policy, params, samples, self.fast_lr,
-                second_order=not self.first_order, keep_graph=keep_graph,
-            )  # fmt: skip
-            steps.append(step)
-            params = step.params_out
-        return steps
+        return adapt_chain(
+            self.policy, theta, train, self.fast_lr, second_order=not self.first_order,
+            keep_graph=keep_graph, objective=self.inner_objective, old_log_probs=old_log_probs,
+        )  # fmt: skip
 
     # -- outer objective -----------------------------------------------------------
     def _surrogate_and_kl(
@@ -247,16 +259,7 @@ class MAMLTRPO:
         return loss, kl, dist
 
     def _check_batches(self, train_batches: Sequence[EpisodeBatch], valid: EpisodeBatch) -> None:
-        if isinstance(train_batches, EpisodeBatch):
-            raise ValueError("train_batches must be a list of EpisodeBatch (one per inner step)")
-        if len(train_batches) != self.num_adapt_steps:
-            raise ValueError(
-                f"step needs one train batch per inner step (num_adapt_steps="
-                f"{self.num_adapt_steps}), got {len(train_batches)}"
-            )
-        counts = {b.num_tasks for b in train_batches} | {valid.num_tasks}
-        if len(counts) != 1:
-            raise ValueError(f"train and valid batches must have the same task count, got {counts}")
+        check_meta_batches(train_batches, valid, self.num_adapt_steps)
 
     def _linearize(
         self, train: Sequence[TaskSamples], valid: TaskSamples
@@ -278,6 +281,7 @@ class MAMLTRPO:
         # 1. Adaptation from θ, with the graph, shared by surrogate, KL and HVPs.
         steps = self._adapt_chain(theta, train, keep_graph=True)
         adapted = steps[-1].params_out
+        inner_old_log_probs = [s.log_probs.detach() for s in steps]
         # 2. The outer network at a detached copy of θ': its graph is separate from the
         #    adaptation's, so each is reused by every CG iteration.
         leaf = {k: v.detach().requires_grad_() for k, v in adapted.items()}
@@ -315,6 +319,7 @@ class MAMLTRPO:
             inner_loss=steps[0].losses.mean().item(),
             old_log_probs=old_log_probs,
             old_dist=old_dist,
+            inner_old_log_probs=inner_old_log_probs,
         )
         return lin, hvp
 
@@ -325,10 +330,16 @@ class MAMLTRPO:
         valid: TaskSamples,
         old_log_probs: torch.Tensor,
         old_dist: Distribution,
+        inner_old_log_probs: Sequence[torch.Tensor] | None = None,
     ) -> tuple[float, float]:
-        """Surrogate loss and mean KL at meta-parameters ``theta`` (re-adapted; no graph)."""
+        """Surrogate loss and mean KL at meta-parameters ``theta`` (re-adapted; no graph).
+
+        ``inner_old_log_probs``: the pre-update log-probabilities of each inner step at
+        the linearisation point (for the lvc/dice inner losses; ``None``: at ``theta``).
+        """
         with torch.no_grad():
-            params = self._adapt_chain(theta, train, keep_graph=False)[-1].params_out
+            steps = self._adapt_chain(theta, train, False, inner_old_log_probs)
+            params = steps[-1].params_out
             loss, kl, _ = self._surrogate_and_kl(params, valid, old_log_probs, old_dist)
         return loss.item(), kl.item()
 
@@ -388,7 +399,10 @@ class MAMLTRPO:
 
             def evaluate(fraction: float) -> tuple[float, float]:
                 candidate = _unflat(theta_old + fraction * step, theta)
-                return self._evaluate(candidate, train, valid, lin.old_log_probs, lin.old_dist)
+                return self._evaluate(
+                    candidate, train, valid, lin.old_log_probs, lin.old_dist,
+                    lin.inner_old_log_probs,
+                )  # fmt: skip
 
             result = backtracking_line_search(
                 evaluate, lin.loss, self.max_kl, self.ls_max_steps, self.ls_backtrack_ratio

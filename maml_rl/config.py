@@ -165,6 +165,11 @@ class MAMLConfig(_Validated):
     normalize_advantages: bool = True
     """Normalise the advantages of each task to zero mean, unit std (pytorch-maml-rl does)."""
 
+    inner_objective: Literal["reinforce", "dice", "lvc"] = "reinforce"
+    """Inner loss: ``reinforce`` (the MAML paper), ``lvc`` (ProMP's low-variance curvature) or
+    ``dice`` (DiCE). Same inner gradient at the sampling policy, different meta-gradient
+    curvature (see ``maml_rl.agents.maml``)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class TRPOConfig(_Validated):
@@ -206,6 +211,25 @@ class PPOConfig(_Validated):
 
     meta_lr: float = _field(3e-4, gt=0.0)
     """Adam learning rate of the outer step."""
+
+    max_grad_norm: float | None = _field(None, gt=0.0)
+    """Clip the meta-gradient's global norm to this before each Adam step; ``null``: no
+    clipping (as ProMP)."""
+
+    target_kl: float | None = _field(None, gt=0.0)
+    """Stop the epochs of an iteration early once the mean KL of the adapted policies from
+    the sampling ones exceeds this; ``null``: always run ``ppo_epochs``."""
+
+    inner_kl_penalty: float = _field(0.0, ge=0.0)
+    """Initial coefficient η of ProMP's KL penalty on the pre-update policies (each inner
+    step's sampling policy vs. its current one); 0 disables it (ProMP: 5e-4)."""
+
+    adaptive_inner_kl: bool = False
+    """Halve/double η after each iteration when the pre-update KL is below/above
+    ``inner_kl_target`` (÷/× 1.5 tolerance), as ProMP's adaptive option."""
+
+    inner_kl_target: float = _field(0.01, gt=0.0)
+    """Target pre-update KL of the adaptive penalty (ProMP: 0.01)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +286,11 @@ class Config(_Validated):
             raise ValueError(
                 f"sampler.ray_address is only used by sampler.backend=ray, got backend="
                 f"{self.sampler.backend!r}; set sampler.backend=ray or drop the address"
+            )
+        if self.ppo.adaptive_inner_kl and self.ppo.inner_kl_penalty == 0:
+            raise ValueError(
+                "ppo.adaptive_inner_kl only rescales the penalty, and ppo.inner_kl_penalty is 0; "
+                "set ppo.inner_kl_penalty > 0 (ProMP: 5e-4) or drop ppo.adaptive_inner_kl"
             )
         if self.run_name is not None and (
             not self.run_name or "/" in self.run_name or self.run_name in (".", "..")

@@ -186,6 +186,7 @@ def build_agent(config: Config, policy: Policy, device: torch.device) -> Any:
         gamma=m.gamma,
         gae_lambda=m.gae_lambda,
         normalize_advantages=m.normalize_advantages,
+        inner_objective=m.inner_objective,
         device=device,
     )
     if config.agent == "maml_trpo":
@@ -203,15 +204,20 @@ def build_agent(config: Config, policy: Policy, device: torch.device) -> Any:
             hvp_subsample=t.hvp_subsample,
             **common,
         )
-    try:
-        from maml_rl.agents.maml_ppo import MAMLPPO
-    except ImportError:
-        raise ValueError(
-            "agent=maml_ppo is not available in this version of maml-rl; use agent=maml_trpo"
-        ) from None
+    from maml_rl.agents.maml_ppo import MAMLPPO
+
     p = config.ppo
     return MAMLPPO(
-        policy, clip_range=p.clip_range, ppo_epochs=p.ppo_epochs, meta_lr=p.meta_lr, **common
+        policy,
+        clip_range=p.clip_range,
+        ppo_epochs=p.ppo_epochs,
+        meta_lr=p.meta_lr,
+        max_grad_norm=p.max_grad_norm,
+        target_kl=p.target_kl,
+        inner_kl_penalty=p.inner_kl_penalty,
+        adaptive_inner_kl=p.adaptive_inner_kl,
+        inner_kl_target=p.inner_kl_target,
+        **common,
     )
 
 

@@ -1,0 +1,424 @@
+"""MAML-PPO and ProMP: a clipped-surrogate meta-update with Adam.
+
+The outer objective is PPO's clipped surrogate (Schulman et al., 2017) on the
+post-adaptation (validation) episodes, as a function of the meta-parameters ``θ``
+*through* the adaptation::
+
+    θ'_i(θ) = adapt(θ, train episodes of task i)                     (agents.maml)
+    r_i(θ)  = π_θ'_i(a|s) / π_old,i(a|s)
+    L(θ)    = − 1/N Σ_i mean_valid[ min(r_i A_i, clip(r_i, 1 − ε, 1 + ε) A_i) ]
+              + 1/K Σ_k η_k · KL_k(θ)                                  (optional)
+
+``π_old,i`` is the adapted policy that sampled the validation episodes; it is fixed at
+the start of :meth:`MAMLPPO.step` (computed from the ``θ`` the trainer sampled with).
+Each of the ``ppo_epochs`` epochs re-runs the adaptation *from the current* ``θ``, with
+the graph (second order unless ``first_order``), and takes one Adam step on the full
+batch of tasks — after the first epoch ``θ`` has moved, so ``θ'_i(θ)``, the ratio and
+the meta-gradient all change, which is what makes several epochs per batch sound.
+
+**ProMP** (Rothfuss et al., ICLR 2019) is this update with the ``lvc`` inner objective
+and a KL penalty on the *pre-update* policies: ``KL_k`` is the mean
+``KL(π_old^(k) ‖ π^(k)_θ)`` over the train states of inner step ``k``, between the
+policy that sampled them (fixed at the start of the step) and the current pre-update
+policy of that step (``θ`` itself for ``k = 1``). The clipping keeps the adapted
+policies near the ones that sampled the validation episodes; the penalty does the same
+for the pre-update policies, whose samples the LVC ratio reweights (ProMP's code,
+``meta_algos/pro_mp.py``: the "inner KL"). With ``adaptive_inner_kl`` each ``η_k`` is
+halved when ``KL_k`` after the step is below ``target / 1.5`` and doubled above
+``1.5 · target`` (ProMP's and PPO-penalty's rule).
+
+Early stopping: with ``target_kl`` set, an epoch whose mean ``KL(π_old ‖ π_θ')`` on the
+validation states exceeds it stops the update before its step. The KL is the exact one
+of the action distributions (as MAML-TRPO's ``max_kl`` constrains), not PPO's sample
+estimate: both distributions are at hand.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.distributions import Distribution, kl_divergence
+
+from maml_rl.agents.maml import (
+    InnerObjective,
+    InnerStep,
+    TaskSamples,
+    adapt_chain,
+    check_inner_objective,
+    check_meta_batches,
+    detach_distribution,
+    inner_step,
+)
+from maml_rl.agents.policies import Params, Policy
+from maml_rl.batch import EpisodeBatch
+
+__all__ = ["MAMLPPO", "clipped_surrogate", "update_kl_coefficient"]
+
+
+def clipped_surrogate(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    weights: torch.Tensor,
+    clip_range: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate loss, per-task masked means averaged over tasks.
+
+    Args:
+        log_probs: ``[N, M]`` log-probabilities of the actions under the current
+            (adapted) policies, with the graph.
+        old_log_probs: ``[N, M]`` the same under the sampling policies (constants).
+        advantages: ``[N, M]``.
+        weights: ``[N, M]`` per-task averaging weights (``mask / count``).
+        clip_range: ``ε``.
+
+    Returns:
+        ``(loss, ratio, clip_fraction)``: the scalar loss
+        ``−mean_i Σ_m w·min(r A, clip(r, 1 − ε, 1 + ε) A)``, the ``[N, M]`` ratios
+        (with the graph) and the (detached) weighted fraction of samples with
+        ``|r − 1| > ε``.
+    """
+    ratio = torch.exp(log_probs - old_log_probs)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    loss = -(torch.minimum(unclipped, clipped) * weights).sum(1).mean()
+    outside = ((ratio.detach() - 1.0).abs() > clip_range).to(weights.dtype)
+    clip_fraction = (outside * weights).sum(1).mean()
+    return loss, ratio, clip_fraction
+
+
+def update_kl_coefficient(coef: float, kl: float, target: float) -> float:
+    """ProMP's adaptive penalty rule: halve below ``target / 1.5``, double above ``1.5 ·
+    target``, else keep."""
+    if kl < target / 1.5:
+        return coef / 2.0
+    if kl > target * 1.5:
+        return coef * 2.0
+    return coef
+
+
+def _mean_kl(old: Distribution, new: Distribution, weights: torch.Tensor) -> torch.Tensor:
+    """Mean over tasks of the per-task masked mean of ``KL(old ‖ new)``."""
+    return (kl_divergence(old, new) * weights).sum(1).mean()
+
+
+class MAMLPPO:
+    """Model-agnostic meta-learning with a PPO (clipped surrogate, Adam) meta-update.
+
+    Args:
+        policy: the policy whose parameters are the meta-parameters ``θ``; moved to
+            ``device``; :meth:`step` updates its parameters in place.
+        fast_lr: inner step size ``α``.
+        num_adapt_steps: inner steps per task.
+        first_order: treat the inner gradient as a constant (FOMAML).
+        gamma: discount factor for returns and GAE.
+        gae_lambda: GAE ``λ``.
+        clip_range: PPO's ``ε`` (ratio clipped to ``[1 − ε, 1 + ε]``; ProMP: 0.3).
+        ppo_epochs: outer Adam steps per meta-batch, each with the adaptation recomputed
+            from the current ``θ`` (ProMP: 5).
+        meta_lr: Adam's learning rate (ProMP: 1e-3).
+        max_grad_norm: clip the meta-gradient's global norm to this before each Adam step
+            (``None``: no clipping, as ProMP).
+        target_kl: stop the epochs early once the mean KL of the adapted policies from
+            the sampling ones exceeds this (``None``: always run ``ppo_epochs``).
+        inner_objective: ``"reinforce"``, ``"lvc"`` (ProMP) or ``"dice"``; see
+            :mod:`maml_rl.agents.maml`.
+        inner_kl_penalty: initial ``η`` of the pre-update KL penalty (ProMP: 5e-4; 0
+            disables it).
+        adaptive_inner_kl: adapt each ``η_k`` after every step towards
+            ``inner_kl_target`` (ProMP's default run: off).
+        inner_kl_target: the target pre-update KL of the adaptive rule (ProMP: 0.01).
+        normalize_advantages: normalise advantages per task.
+        device: where the meta-update runs: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        fast_lr: float = 0.1,
+        num_adapt_steps: int = 1,
+        first_order: bool = False,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        clip_range: float = 0.2,
+        ppo_epochs: int = 5,
+        meta_lr: float = 3e-4,
+        max_grad_norm: float | None = None,
+        target_kl: float | None = None,
+        inner_objective: InnerObjective = "reinforce",
+        inner_kl_penalty: float = 0.0,
+        adaptive_inner_kl: bool = False,
+        inner_kl_target: float = 0.01,
+        normalize_advantages: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        checks: list[tuple[str, Any, bool, str]] = [
+            ("fast_lr", fast_lr, fast_lr > 0, "> 0"),
+            ("num_adapt_steps", num_adapt_steps, num_adapt_steps >= 1, "≥ 1"),
+            ("gamma", gamma, 0 <= gamma <= 1, "in [0, 1]"),
+            ("gae_lambda", gae_lambda, 0 <= gae_lambda <= 1, "in [0, 1]"),
+            ("clip_range", clip_range, 0 < clip_range < 1, "in (0, 1)"),
+            ("ppo_epochs", ppo_epochs, ppo_epochs >= 1, "≥ 1"),
+            ("meta_lr", meta_lr, meta_lr > 0, "> 0"),
+            ("max_grad_norm", max_grad_norm, max_grad_norm is None or max_grad_norm > 0,
+             "> 0 (or None)"),
+            ("target_kl", target_kl, target_kl is None or target_kl > 0, "> 0 (or None)"),
+            ("inner_kl_penalty", inner_kl_penalty, inner_kl_penalty >= 0, "≥ 0"),
+            ("inner_kl_target", inner_kl_target, inner_kl_target > 0, "> 0"),
+        ]  # fmt: skip
+        for name, value, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {value}")
+        if adaptive_inner_kl and inner_kl_penalty == 0:
+            raise ValueError(
+                "adaptive_inner_kl needs an initial inner_kl_penalty > 0 (the rule only "
+                "halves or doubles it), got 0"
+            )
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.policy = policy.to(self.device)
+        self.fast_lr = float(fast_lr)
+        self.num_adapt_steps = int(num_adapt_steps)
+        self.first_order = bool(first_order)
+        self.gamma = float(gamma)
+        self.gae_lambda = float(gae_lambda)
+        self.clip_range = float(clip_range)
+        self.ppo_epochs = int(ppo_epochs)
+        self.meta_lr = float(meta_lr)
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.target_kl = None if target_kl is None else float(target_kl)
+        self.inner_objective: InnerObjective = check_inner_objective(inner_objective)
+        self.adaptive_inner_kl = bool(adaptive_inner_kl)
+        self.inner_kl_target = float(inner_kl_target)
+        self.normalize_advantages = bool(normalize_advantages)
+        # One coefficient per inner step, as ProMP (each step's KL adapts its own).
+        self.inner_kl_coefs = [float(inner_kl_penalty)] * self.num_adapt_steps
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.meta_lr)
+
+    # -- inner loop ----------------------------------------------------------------
+    def samples(self, batch: EpisodeBatch) -> TaskSamples:
+        """The batch on the learner's device, with advantages (baseline fitted here)."""
+        dtype = next(self.policy.parameters()).dtype
+        return TaskSamples.from_batch(
+            batch, self.gamma, self.gae_lambda, device=self.device, dtype=dtype,
+            normalize=self.normalize_advantages,
+        )  # fmt: skip
+
+    def adapt(
+        self,
+        params: Mapping[str, torch.Tensor],
+        batch: EpisodeBatch,
+        *,
+        create_graph: bool = False,
+    ) -> Params:
+        """One inner policy-gradient step for every task of ``batch``.
+
+        Args:
+            params: ``θ`` (unstacked, shared by all tasks) or stacked ``[N, ...]``
+                parameters from a previous step.
+            batch: episodes sampled with ``params``, ``N`` tasks.
+            create_graph: keep the result differentiable w.r.t. ``params`` (to second
+                order unless ``first_order``); False returns detached parameters, for
+                sampling.
+
+        Returns:
+            Stacked adapted parameters ``[N, ...]`` on the learner's device.
+        """
+        params = {k: v.to(self.device) for k, v in params.items()}
+        step = inner_step(
+            self.policy, params, self.samples(batch), self.fast_lr,
+            second_order=not self.first_order, keep_graph=create_graph,
+            objective=self.inner_objective,
+        )  # fmt: skip
+        return step.params_out
+
+    def _adapt_chain(
+        self,
+        train: Sequence[TaskSamples],
+        keep_graph: bool,
+        old_log_probs: Sequence[torch.Tensor] | None,
+    ) -> list[InnerStep]:
+        """The adaptation from the policy's current ``θ``."""
+        return adapt_chain(
+            self.policy, self.policy.params(), train, self.fast_lr,
+            second_order=not self.first_order, keep_graph=keep_graph,
+            objective=self.inner_objective, old_log_probs=old_log_probs,
+        )  # fmt: skip
+
+    @property
+    def _penalized(self) -> bool:
+        return any(c > 0 for c in self.inner_kl_coefs)
+
+    # -- outer update ----------------------------------------------------------------
+    def step(
+        self, train_batches: Sequence[EpisodeBatch], valid_batch: EpisodeBatch
+    ) -> dict[str, float]:
+        """``ppo_epochs`` Adam steps of the meta-parameters (in place) on one meta-batch.
+
+        Args:
+            train_batches: one batch per inner step; batch ``k`` was sampled with the
+                parameters after ``k`` inner steps from the current ``θ``.
+            valid_batch: episodes sampled with the fully adapted parameters.
+
+        Returns:
+            Metrics: ``train/surrogate_loss`` (the clipped surrogate before the update)
+            and ``train/surrogate_loss_after``; ``train/kl`` (mean KL of the adapted
+            policies after the update from the sampling ones); ``train/clip_fraction``
+            (share of validation samples whose ratio lies outside the clip range after
+            the update); ``train/grad_norm`` (mean pre-clipping meta-gradient norm over
+            the epochs run); ``train/step_norm`` (norm of the change of ``θ``);
+            ``train/inner_loss`` (mean pre-adaptation inner loss);
+            ``train/ppo_epochs_run`` (Adam steps taken: fewer than ``ppo_epochs`` after
+            an early stop on ``target_kl``, or a non-finite loss or gradient, which
+            takes no step); ``train/inner_kl`` (mean pre-update KL after the update)
+            and, with the penalty, ``train/inner_kl_coef`` (mean ``η`` used in this
+            step); ``time/ppo_epoch_s`` (seconds per epoch).
+        """
+        check_meta_batches(train_batches, valid_batch, self.num_adapt_steps)
+        train = [self.samples(b) for b in train_batches]
+        valid = self.samples(valid_batch)
+        params = list(self.policy.parameters())
+        theta_before = [p.detach().clone() for p in params]
+        coefs_used = list(self.inner_kl_coefs)
+
+        # Fixed at the start: the sampling policies (the current θ's adaptation).
+        old_log_probs: torch.Tensor | None = None
+        old_dist: Distribution | None = None
+        inner_old_log_probs: list[torch.Tensor] | None = None
+        inner_old_dists: list[Distribution] = []
+        loss_before = inner_loss = math.nan
+        grad_norms: list[float] = []
+        epochs_run = 0
+        t0 = time.perf_counter()
+        for epoch in range(self.ppo_epochs):
+            with torch.enable_grad():  # also under a caller's torch.no_grad()
+                steps = self._adapt_chain(train, True, inner_old_log_probs)
+                dist = self.policy(valid.observations, steps[-1].params_out)
+                log_probs = dist.log_prob(valid.actions)
+                if epoch == 0:
+                    old_log_probs, old_dist = log_probs.detach(), detach_distribution(dist)
+                    inner_old_log_probs = [s.log_probs.detach() for s in steps]
+                    inner_old_dists = [detach_distribution(s.dist) for s in steps]
+                    inner_loss = steps[0].losses.mean().item()
+                assert old_log_probs is not None and old_dist is not None  # set at epoch 0
+                loss, _, _ = clipped_surrogate(
+                    log_probs, old_log_probs, valid.advantages, valid.weights, self.clip_range
+                )
+                if epoch == 0:
+                    loss_before = loss.item()
+                elif self.target_kl is not None:
+                    kl = _mean_kl(old_dist, dist, valid.weights).item()
+                    if kl > self.target_kl:
+                        break
+                if self._penalized:
+                    # At epoch 0 every KL is 0 with zero gradient; it bites from epoch 1.
+                    kls = [
+                        _mean_kl(old, s.dist, tr.weights)
+                        for old, s, tr in zip(inner_old_dists, steps, train, strict=True)
+                    ]
+                    penalty = sum(c * kl for c, kl in zip(self.inner_kl_coefs, kls, strict=True))
+                    loss = loss + penalty / self.num_adapt_steps
+                if not math.isfinite(loss.item()):
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+            del steps, dist, log_probs
+            max_norm = math.inf if self.max_grad_norm is None else self.max_grad_norm
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+            if not math.isfinite(norm):
+                self.optimizer.zero_grad(set_to_none=True)
+                break
+            grad_norms.append(norm)
+            self.optimizer.step()
+            epochs_run += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        t1 = time.perf_counter()
+
+        metrics, inner_kls = self._after_update_metrics(
+            train, valid, old_log_probs, old_dist, inner_old_log_probs, inner_old_dists
+        )
+        if self.adaptive_inner_kl:
+            self.inner_kl_coefs = [
+                update_kl_coefficient(c, kl, self.inner_kl_target)
+                for c, kl in zip(self.inner_kl_coefs, inner_kls, strict=True)
+            ]
+        deltas = [p.detach() - b for p, b in zip(params, theta_before, strict=True)]
+        step_norm = math.sqrt(sum(float(d.pow(2).sum()) for d in deltas))
+        metrics.update(
+            {
+                "train/surrogate_loss": loss_before,
+                "train/grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else math.nan,
+                "train/step_norm": step_norm,
+                "train/inner_loss": inner_loss,
+                "train/ppo_epochs_run": float(epochs_run),
+                "time/ppo_epoch_s": (t1 - t0) / max(epochs_run, 1),
+            }
+        )
+        if any(c > 0 for c in coefs_used):
+            metrics["train/inner_kl_coef"] = sum(coefs_used) / len(coefs_used)
+        return metrics
+
+    def _after_update_metrics(
+        self,
+        train: Sequence[TaskSamples],
+        valid: TaskSamples,
+        old_log_probs: torch.Tensor | None,
+        old_dist: Distribution | None,
+        inner_old_log_probs: Sequence[torch.Tensor] | None,
+        inner_old_dists: Sequence[Distribution],
+    ) -> tuple[dict[str, float], list[float]]:
+        """Surrogate, KL and clip fraction at the updated ``θ`` (re-adapted, no graph),
+        and the pre-update KL of each inner step."""
+        if old_log_probs is None or old_dist is None:  # pragma: no cover - epoch 0 always runs
+            raise RuntimeError("the first PPO epoch did not run")
+        with torch.no_grad():
+            steps = self._adapt_chain(train, False, inner_old_log_probs)
+            dist = self.policy(valid.observations, steps[-1].params_out)
+            loss, _, clip_fraction = clipped_surrogate(
+                dist.log_prob(valid.actions), old_log_probs, valid.advantages, valid.weights,
+                self.clip_range,
+            )  # fmt: skip
+            kl = _mean_kl(old_dist, dist, valid.weights)
+            inner_kls = [
+                _mean_kl(old, s.dist, tr.weights).item()
+                for old, s, tr in zip(inner_old_dists, steps, train, strict=True)
+            ]
+        metrics = {
+            "train/surrogate_loss_after": loss.item(),
+            "train/kl": kl.item(),
+            "train/clip_fraction": clip_fraction.item(),
+            "train/inner_kl": sum(inner_kls) / len(inner_kls),
+        }
+        return metrics, inner_kls
+
+    # -- checkpointing -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The policy, Adam's state and the inner-KL coefficients."""
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "inner_kl_coefs": list(self.inner_kl_coefs),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        expected = {"policy", "optimizer", "inner_kl_coefs"}
+        if set(state) != expected:
+            raise ValueError(
+                f"MAMLPPO state must have exactly the keys {sorted(expected)}, got {sorted(state)}"
+            )
+        coefs = [float(c) for c in state["inner_kl_coefs"]]
+        if len(coefs) != self.num_adapt_steps:
+            raise ValueError(
+                f"MAMLPPO state has {len(coefs)} inner-KL coefficients, this agent "
+                f"num_adapt_steps={self.num_adapt_steps}"
+            )
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.inner_kl_coefs = coefs
