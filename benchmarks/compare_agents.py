@@ -143,6 +143,8 @@ def plot(
     for ax, label in zip(axes, ("environment steps", "wall-clock seconds"), strict=True):
         if threshold is not None:
             ax.axhline(threshold, color="gray", linestyle="--", linewidth=0.8)
+            low, high = ax.get_ylim()
+            ax.set_ylim(low, max(high, threshold + 0.05 * (high - low)))  # keep it in view
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"return after adaptation (thick: mean of {smooth})")
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"  {AGENTS[kind]:<10} {r['final_return_post_adapt']:>10.2f} "
             f"{r['best_smoothed_return_post_adapt']:>9.2f} "
-            f"{'never' if steps is None else f'{steps:,}':>24} "
+            f"{'-' if threshold is None else 'never' if steps is None else f'{steps:,}':>24} "
             f"{'-' if secs is None else f'{secs:.1f}':>8}"
         )
     print(f"  plot: {out}")

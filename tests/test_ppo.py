@@ -340,6 +340,28 @@ def test_trpo_line_search_evaluates_the_function_whose_gradient_it_used(objectiv
     assert metrics["train/step_accepted"] == 1.0 and 0 < metrics["train/kl"] <= agent.max_kl
 
 
+@pytest.mark.parametrize("objective", ["lvc", "dice"])
+def test_trpo_gauss_newton_products_equal_exact_ones_for_each_inner_objective(
+    objective: str,
+) -> None:
+    policy = make_policy()
+    gn = MAMLTRPO(policy, fast_lr=0.5, gamma=0.95, inner_objective=objective)
+    exact = MAMLTRPO(policy, fast_lr=0.5, gamma=0.95, inner_objective=objective, hvp="exact")
+    train_b, valid_b = meta_batches(gn)
+    train, valid = [gn.samples(b) for b in train_b], gn.samples(valid_b)
+    v = torch.randn(
+        sum(p.numel() for p in policy.parameters()),
+        generator=torch.Generator().manual_seed(3),
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(
+        gn._linearize(train, valid)[1](v),
+        exact._linearize(train, valid)[1](v),
+        rtol=1e-9,
+        atol=1e-12,
+    )
+
+
 # -- the PPO update -------------------------------------------------------------------------
 
 
@@ -725,6 +747,19 @@ def test_presets_load_and_build_their_agent(family: str, kind: str) -> None:
     assert agent.inner_objective == config.maml.inner_objective
     assert agent.inner_kl_coefs == [p.inner_kl_penalty]
     assert (agent.clip_range, agent.ppo_epochs, agent.meta_lr) == (0.3, 5, 1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ppo_step_on_cuda() -> None:
+    policy = make_policy(torch.float32)
+    train, valid = meta_batches(make_agent(policy))  # CPU rollouts
+    agent = make_agent(policy, device="cuda", inner_objective="lvc", inner_kl_penalty=1e-3)
+    metrics = agent.step(train, valid)
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert all(p.is_cuda for p in agent.policy.parameters())
+    other = make_agent(make_policy(torch.float32), device="cuda")
+    other.load_state_dict(agent.state_dict())
+    assert all(s["exp_avg"].is_cuda for s in other.optimizer.state_dict()["state"].values())
 
 
 def test_config_rejects_an_adaptive_penalty_without_a_coefficient() -> None:
