@@ -241,7 +241,7 @@ def test_gauss_newton_products_equal_exact_kl_hessian_products(
     hv = hvp_gn(v)
     torch.testing.assert_close(hv, hvp_exact(v), rtol=1e-9, atol=1e-12)
     # A damped KL Hessian is symmetric positive definite.
-    assert u @ hv == pytest.approx(v @ hvp_gn(u), rel=1e-9)
+    assert (u @ hv).item() == pytest.approx((v @ hvp_gn(u)).item(), rel=1e-9)
     assert v @ hv > 0
 
 
