@@ -1,26 +1,34 @@
 """Seconds per MAML-TRPO meta-update, split into its phases, at the paper's sizes.
 
     python benchmarks/trpo_update.py                          # Navigation2D: 20 x 20 x 100
-    python benchmarks/trpo_update.py --shape halfcheetah      # 40 tasks x 20 eps x 200 steps
-    python benchmarks/trpo_update.py --hvp gauss_newton --iterations 5 --device cuda
+    python benchmarks/trpo_update.py --shape navigation halfcheetah --threads 1 2
+    python benchmarks/trpo_update.py --methods gauss_newton exact --iterations 5
 
-Builds one meta-batch (Navigation2D: real episodes from ``BatchedNavigation2D``
-with the policy, then adapted; HalfCheetah: random data of the paper's shape, obs
-17, act 6, since only the shapes matter for the update's cost), then times
-``MAMLTRPO.step`` on it, restoring the parameters before each call so every timed
-call does the same work. For each Hessian-vector-product method (Gauss-Newton,
-the default; exact double backward, the reference implementations' way; and
-Gauss-Newton on a ``--subsample`` fraction of the tasks) it reports the median
-of the timed calls:
+Builds one meta-batch per shape (Navigation2D: real episodes from
+``BatchedNavigation2D`` with the policy, then adapted; HalfCheetah: random data of
+the paper's shape, 40 tasks x 20 episodes x 200 steps, obs 17, act 6, since only
+the shapes matter for the update's cost), then times ``MAMLTRPO.step`` on it,
+restoring the parameters before each call so every timed call does the same work.
+The methods run round-robin (one update of each in turn), so a noisy machine
+slows them alike and the ratios between them stay meaningful:
 
-* ``gradient_s``: advantages + baseline fits, adaptation with graph, surrogate,
-  meta-gradient through the adaptation, and building the product function;
-* ``cg_s`` and ``hvp_s`` (= ``cg_s`` / products): the conjugate-gradient solve;
-* ``line_search_s`` (and the number of candidates, each a re-adaptation);
-* ``update_s``: the whole ``step``.
+* ``gauss_newton``: the default — exact KL Hessian-vector products through the
+  adaptation, with the hand-derived derivatives of ``agents._gaussian_mlp``;
+* ``gauss_newton_autograd``: the same maths through autograd (what the default was
+  before; still the path of other policies and inner objectives);
+* ``exact``: double backward through the adaptation (the reference implementations'
+  way; slow, so not in the default list);
+* ``subsample``: the default's products on a ``--subsample`` fraction of the tasks;
+* ``first_order``: ``hvp="first_order"``, the curvature with the adaptation's
+  Jacobian taken as the identity (the gradient stays exact);
+* ``first_order_subsample``: both.
 
-The update runs on ``--threads`` torch threads (default 2, as the trainer uses).
-The last line is a JSON object.
+For each it reports medians over the timed calls: ``update_s`` (wall clock; also
+``update_cpu_s``, the process's CPU time, steadier on a shared machine with one
+thread), ``gradient_s`` (advantages, adaptation, surrogate, meta-gradient, product
+set-up), ``cg_s`` and ``hvp_s`` (= ``cg_s`` / products), ``line_search_s`` (and its
+candidates), and ``speedup`` = the default's ``update_s`` / this method's (same run).
+The load average is printed with the figures. The last line is a JSON object.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import platform
 import statistics
 import time
@@ -134,37 +143,28 @@ def tune_malloc() -> bool:
     )
 
 
-def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="navigation")
-    parser.add_argument("--hvp", choices=["both", "gauss_newton", "exact"], default="both")
-    parser.add_argument("--iterations", type=int, default=3, help="timed updates per method")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed updates per method")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for the update")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[100, 100])
-    parser.add_argument("--activation", default="relu")
-    parser.add_argument("--cg-iters", type=int, default=10)
-    parser.add_argument(
-        "--subsample", type=float, default=0.25,
-        help="also time Gauss-Newton products on this fraction of the tasks (1 = skip)",
-    )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--tune-malloc", action="store_true",
-        help="keep freed large blocks in glibc's heap (see tune_malloc)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.iterations < 1 or args.warmup < 0 or args.threads < 1:
-        parser.error("--iterations and --threads must be ≥ 1, --warmup ≥ 0")
+METHODS: dict[str, tuple[dict[str, object], bool]] = {
+    # label: (MAMLTRPO keywords; "subsample" is replaced by --subsample, hand-derived)
+    "gauss_newton": ({}, True),
+    "gauss_newton_autograd": ({}, False),
+    "exact": ({"hvp": "exact"}, False),
+    "subsample": ({"hvp_subsample": "subsample"}, True),
+    "first_order": ({"hvp": "first_order"}, True),
+    "first_order_subsample": ({"hvp": "first_order", "hvp_subsample": "subsample"}, True),
+}
+DEFAULT_METHODS = ["gauss_newton", "gauss_newton_autograd", "first_order", "first_order_subsample"]
 
-    malloc_tuned = tune_malloc() if args.tune_malloc else False
-    torch.set_num_threads(args.threads)
+
+def time_shape(
+    shape: str, threads: int, methods: list[str], args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """Median phase timings of each method on one meta-batch of ``shape``."""
+    torch.set_num_threads(threads)
     torch.manual_seed(args.seed)
-    n, e, t, obs_dim, act_dim = SHAPES[args.shape]
+    n, e, t, obs_dim, act_dim = SHAPES[shape]
     policy = GaussianMLPPolicy(obs_dim, act_dim, args.hidden, activation=args.activation)
     tasks = Navigation2DEnv.sample_tasks(n, np.random.default_rng(args.seed))
-    make_batch = navigation_batch if args.shape == "navigation" else random_batch
+    make_batch = navigation_batch if shape == "navigation" else random_batch
     t0 = time.perf_counter()
     helper = MAMLTRPO(policy, device="cpu")
     train = make_batch(policy, policy.params(), tasks, e, t, args.seed)
@@ -172,41 +172,42 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     valid = make_batch(policy, adapted, tasks, e, t, args.seed + 1)
     sample_s = time.perf_counter() - t0
     theta0 = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-
-    methods = [(m, m, 1.0) for m in ("gauss_newton", "exact") if args.hvp in (m, "both")]
-    if 0 < args.subsample < 1 and args.hvp != "exact":
-        methods.append(
-            (f"gauss_newton_subsample_{args.subsample:g}", "gauss_newton", args.subsample)
-        )
     print(
-        f"MAML-TRPO update, {args.shape}: {n} tasks x {e} episodes x {t} steps, obs {obs_dim}, "
+        f"MAML-TRPO update, {shape}: {n} tasks x {e} episodes x {t} steps, obs {obs_dim}, "
         f"act {act_dim}, hidden {args.hidden} {args.activation}, cg_iters {args.cg_iters}, "
-        f"{args.threads} threads, device {args.device}, malloc tuned {malloc_tuned} "
-        f"(batches built in {sample_s:.2f} s)"
+        f"{threads} threads, device {args.device} (batches built in {sample_s:.2f} s)"
     )
-    results: dict[str, dict[str, float]] = {}
-    for label, method, subsample in methods:
-        agent = MAMLTRPO(
-            policy, hvp=method, hvp_subsample=subsample, cg_iters=args.cg_iters,
-            device=args.device,
-        )  # fmt: skip
-        runs: list[dict[str, float]] = []
-        for i in range(args.warmup + args.iterations):
+    agents = {}
+    for label in methods:
+        kwargs, hand_derived = METHODS[label]
+        kwargs = {k: args.subsample if v == "subsample" else v for k, v in kwargs.items()}
+        agent = MAMLTRPO(policy, cg_iters=args.cg_iters, device=args.device, **kwargs)
+        agent._hand_derived = hand_derived
+        agents[label] = agent
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in methods}
+    for i in range(args.warmup + args.iterations):
+        for label, agent in agents.items():  # round-robin: noise hits every method alike
             policy.load_state_dict(theta0)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             metrics = agent.step([train], valid)
             if agent.device.type == "cuda":
                 torch.cuda.synchronize(agent.device)
             metrics["update_s"] = time.perf_counter() - start
+            metrics["update_cpu_s"] = time.process_time() - start_cpu
             if i >= args.warmup:
-                runs.append(metrics)
+                runs[label].append(metrics)
+    policy.load_state_dict(theta0)
 
-        def med(key: str, rows: list[dict[str, float]] = runs) -> float:
+    results: dict[str, dict[str, float]] = {}
+    for label, rows in runs.items():
+
+        def med(key: str, rows: list[dict[str, float]] = rows) -> float:
             return statistics.median(r[key] for r in rows)
 
         products = max(med("train/cg_iterations"), 1.0)
         results[label] = {
             "update_s": med("update_s"),
+            "update_cpu_s": med("update_cpu_s"),
             "gradient_s": med("time/trpo_gradient_s"),
             "cg_s": med("time/trpo_cg_s"),
             "hvp_s": med("time/trpo_cg_s") / products,
@@ -215,34 +216,72 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "line_search_steps": med("train/line_search_steps"),
             "step_accepted": med("train/step_accepted"),
             "kl": med("train/kl"),
+            "surrogate_loss_after": med("train/surrogate_loss_after"),
         }
-        r = results[label]
+    base = results[methods[0]]["update_s"]
+    for label, r in results.items():
+        r["speedup"] = base / r["update_s"]
         print(
-            f"{label:>12}: update {r['update_s']:.3f} s = gradient {r['gradient_s']:.3f} + "
-            f"CG {r['cg_s']:.3f} ({r['hvp_products']:.0f} x {r['hvp_s'] * 1e3:.1f} ms) + "
-            f"line search {r['line_search_s']:.3f} ({r['line_search_steps']:.0f} candidates); "
-            f"kl {r['kl']:.4f}, accepted {r['step_accepted']:.0f}"
+            f"{label:>22}: update {r['update_s']:.3f} s (cpu {r['update_cpu_s']:.3f}) = "
+            f"gradient {r['gradient_s']:.3f} + CG {r['cg_s']:.3f} "
+            f"({r['hvp_products']:.0f} x {r['hvp_s'] * 1e3:.1f} ms) + line search "
+            f"{r['line_search_s']:.3f} ({r['line_search_steps']:.0f}); x{r['speedup']:.2f} vs "
+            f"{methods[0]}; loss after {r['surrogate_loss_after']:.5f}, kl {r['kl']:.4f}"
         )
-    policy.load_state_dict(theta0)
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", nargs="+", choices=sorted(SHAPES), default=["navigation"])
+    parser.add_argument(
+        "--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS,
+        help="the first is the baseline of the speedups",
+    )  # fmt: skip
+    parser.add_argument("--iterations", type=int, default=3, help="timed updates per method")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed updates per method")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[100, 100])
+    parser.add_argument("--activation", default="relu")
+    parser.add_argument("--cg-iters", type=int, default=10)
+    parser.add_argument(
+        "--subsample", type=float, default=0.25,
+        help="task fraction of the *_subsample methods' curvature",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--tune-malloc", action="store_true",
+        help="keep freed large blocks in glibc's heap (see tune_malloc)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.iterations < 1 or args.warmup < 0 or min(args.threads) < 1:
+        parser.error("--iterations and --threads must be ≥ 1, --warmup ≥ 0")
+    if not 0 < args.subsample <= 1:
+        parser.error(f"--subsample must be in (0, 1], got {args.subsample}")
+
+    malloc_tuned = tune_malloc() if args.tune_malloc else False
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, malloc tuned {malloc_tuned}")
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    for shape in args.shape:
+        for threads in args.threads:
+            figures[f"{shape}/{threads}"] = time_shape(shape, threads, args.methods, args)
     summary: dict[str, object] = {
         "benchmark": "trpo_update",
-        "shape": args.shape,
-        "tasks": n,
-        "episodes": e,
-        "horizon": t,
+        "shapes": {
+            s: dict(zip(("tasks", "episodes", "horizon", "obs", "act"), SHAPES[s], strict=True))
+            for s in args.shape
+        },
         "hidden": args.hidden,
         "threads": args.threads,
         "device": args.device,
         "malloc_tuned": malloc_tuned,
+        "load_average": [load[0], os.getloadavg()[0]],
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
-        "results": results,
+        "results": figures,
     }
-    if "gauss_newton" in results and "exact" in results:
-        summary["speedup_update"] = (
-            results["exact"]["update_s"] / results["gauss_newton"]["update_s"]
-        )
-        summary["speedup_hvp"] = results["exact"]["hvp_s"] / results["gauss_newton"]["hvp_s"]
     print(json.dumps(summary))
     return summary
 

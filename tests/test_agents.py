@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -18,6 +19,15 @@ from maml_rl.optim import backtracking_line_search, conjugate_gradient
 from maml_rl.tasks import Task
 
 N, E, T = 3, 4, 8
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: these tiny products are slower on two when the machine is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def rollout(
@@ -262,6 +272,98 @@ def test_subsampled_curvature_is_the_curvature_of_the_first_tasks(hvp: str) -> N
     torch.testing.assert_close(hvp_sub(v), hvp_head(v))
     metrics = sub.step(train_b, valid_b)
     assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= sub.max_kl
+
+
+# -- hand-derived derivatives (agents._gaussian_mlp) -------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize(
+    ("num_steps", "first_order", "hvp", "subsample"),
+    [
+        (1, False, "gauss_newton", 1.0),
+        (2, False, "gauss_newton", 0.5),
+        (1, True, "gauss_newton", 1.0),
+        (2, False, "first_order", 1.0),
+    ],
+    ids=["1-step", "2-step-subsampled", "fomaml", "2-step-first-order-curvature"],
+)
+def test_hand_derived_derivatives_equal_autograd(
+    activation: str, num_steps: int, first_order: bool, hvp: str, subsample: float
+) -> None:
+    policy = make_policy(activation=activation)
+    kwargs: dict[str, object] = {
+        "num_adapt_steps": num_steps, "first_order": first_order, "hvp": hvp,
+        "hvp_subsample": subsample,
+    }  # fmt: skip
+    fast, ref = make_agent(policy, **kwargs), make_agent(policy, **kwargs)
+    ref._hand_derived = False
+    assert fast._structured() and not ref._structured()
+    train_b, valid_b = meta_batches(fast, num_steps)
+    train, valid = [fast.samples(b) for b in train_b], fast.samples(valid_b)
+    lin_f, hvp_f = fast._linearize(train, valid)
+    lin_r, hvp_r = ref._linearize(train, valid)
+    assert lin_f.loss == pytest.approx(lin_r.loss, rel=1e-12)
+    assert lin_f.inner_loss == pytest.approx(lin_r.inner_loss, rel=1e-12)
+    torch.testing.assert_close(lin_f.grad, lin_r.grad, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(lin_f.old_log_probs, lin_r.old_log_probs)
+    for a, b in zip(lin_f.inner_old_log_probs, lin_r.inner_old_log_probs, strict=True):
+        torch.testing.assert_close(a, b)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(2):  # the second product reuses the first one's buffers
+        v = torch.randn(lin_f.grad.shape, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(hvp_f(v), hvp_r(v), rtol=1e-10, atol=1e-13)
+    # Line-search candidates and the sampling-time adaptation.
+    theta = {k: p.detach() + 0.01 * torch.randn(p.shape, generator=g, dtype=p.dtype)
+             for k, p in policy.named_parameters()}  # fmt: skip
+    got = fast._evaluate(theta, train, valid, lin_f.old_log_probs, lin_f.old_dist)
+    want = ref._evaluate(theta, train, valid, lin_r.old_log_probs, lin_r.old_dist)
+    assert got == pytest.approx(want, rel=1e-10)
+    params_f: dict[str, torch.Tensor] = policy.params()
+    params_r: dict[str, torch.Tensor] = policy.params()
+    for batch in train_b:
+        params_f, params_r = fast.adapt(params_f, batch), ref.adapt(params_r, batch)
+        for k in params_f:
+            torch.testing.assert_close(params_f[k], params_r[k])
+            assert not params_f[k].requires_grad
+
+
+def test_first_order_curvature_keeps_the_second_order_gradient() -> None:
+    policy = make_policy()
+    default, fo_curv = make_agent(policy), make_agent(policy, hvp="first_order")
+    fomaml = make_agent(policy, first_order=True)
+    train_b, valid_b = meta_batches(default)
+    train, valid = [default.samples(b) for b in train_b], default.samples(valid_b)
+    lin, hvp = fo_curv._linearize(train, valid)
+    lin_default, hvp_default = default._linearize(train, valid)
+    lin_fomaml, hvp_fomaml = fomaml._linearize(train, valid)
+    # The gradient is MAML's; the curvature is FOMAML's (the adaptation's Jacobian = I).
+    torch.testing.assert_close(lin.grad, lin_default.grad)
+    assert (lin.grad - lin_fomaml.grad).norm() > 1e-3 * lin.grad.norm()
+    v = torch.randn(lin.grad.shape, generator=torch.Generator().manual_seed(5),
+                    dtype=torch.float64)  # fmt: skip
+    hv = hvp(v)
+    torch.testing.assert_close(hv, hvp_fomaml(v))
+    assert (hv - hvp_default(v)).norm() > 1e-3 * hv.norm()
+    metrics = fo_curv.step(train_b, valid_b)
+    assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= fo_curv.max_kl
+
+
+def test_repeated_steps_reusing_buffers_give_identical_updates() -> None:
+    policy = make_policy(torch.float32, activation="relu")
+    agent = make_agent(policy)
+    train_b, valid_b = meta_batches(agent)
+    theta0 = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+    runs = []
+    for _ in range(2):
+        policy.load_state_dict(theta0)
+        metrics = agent.step(train_b, valid_b)
+        runs.append(({k: v for k, v in metrics.items() if not k.startswith("time/")},
+                     {k: v.detach().clone() for k, v in policy.state_dict().items()}))  # fmt: skip
+    assert runs[0][0]["train/step_accepted"] == 1.0
+    assert runs[0][0] == runs[1][0]
+    for k in theta0:
+        assert torch.equal(runs[0][1][k], runs[1][1][k])
 
 
 def test_categorical_policy_products_and_step() -> None:
