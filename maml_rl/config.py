@@ -190,9 +190,11 @@ class TRPOConfig(_Validated):
     ls_backtrack_ratio: float = _field(0.8, gt=0.0, lt=1.0)
     """Step shrink factor per line-search step."""
 
-    hvp: Literal["gauss_newton", "exact"] = "gauss_newton"
-    """KL Hessian-vector products: ``gauss_newton`` (faster, reuses graphs) or ``exact``
-    (double differentiation; the reference)."""
+    hvp: Literal["gauss_newton", "exact", "first_order"] = "gauss_newton"
+    """KL Hessian-vector products: ``gauss_newton`` (exact, fastest), ``exact`` (double
+    differentiation; the reference) or ``first_order`` (the KL curvature with the
+    adaptation's Jacobian taken as the identity: ~4x cheaper products, approximate
+    curvature; the meta-gradient stays second order)."""
 
     hvp_subsample: float = _field(1.0, gt=0.0, le=1.0)
     """Fraction of the tasks whose KL curvature the Hessian-vector products use (1.0:
