@@ -23,8 +23,24 @@ coefficients ``c = advantage · weight``) has, with ``r = (a − μ)/σ``::
 
 and the KL from a fixed Gaussian, at the point where both coincide, has Hessian
 ``1/σ²`` in ``μ``, ``2`` in ``s`` and no cross term. Everything else is the chain
-rule through the MLP; only ``φ'`` and ``φ''`` of the activation enter (``φ'' = 0``
-for ReLU).
+rule through the MLP, where only ``φ'`` and ``φ''`` of the activation enter
+(``φ'' = 0`` for ReLU). Backpropagation of a cotangent ``δμ`` (:func:`backprop`)::
+
+    δa_L = δμ W_o,   δz_l = φ'(z_l) δa_l,   ∂W_l = Σ_m δz_lᵀ a_{l-1},   δa_{l-1} = δz_l W_l
+
+the derivative of the forward pass along ``u = (dW_l, db_l, ds)`` (:func:`tangent`)::
+
+    dz_l = a_{l-1} dW_lᵀ + da_{l-1} W_lᵀ + db_l,   da_l = φ'(z_l) dz_l,   dμ likewise
+
+and the derivative of backpropagation along ``u``, the inner Hessian-vector product
+(:class:`InnerCurvature`)::
+
+    Rδμ    = ∂²ℓ/∂μ² dμ + ∂²ℓ/∂μ∂s ds,           Rδa_L = Rδμ W_o + δμ dW_o
+    Rδz_l  = φ'(z_l) Rδa_l + φ''(z_l) δa_l dz_l,  Rδa_{l-1} = Rδz_l W_l + δz_l dW_l
+    R∂W_l  = Σ_m (Rδz_lᵀ a_{l-1} + δz_lᵀ da_{l-1})
+
+With 100-unit hidden layers only the products with the hidden-to-hidden weights are
+large: 2 in a tangent, 2 in a backpropagation, 4 in its derivative.
 
 Only :class:`~maml_rl.agents.policies.GaussianMLPPolicy` with ``relu`` or ``tanh``
 is covered; :func:`supports` says whether a policy is.

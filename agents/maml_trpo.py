@@ -43,10 +43,11 @@ For a :class:`~maml_rl.agents.policies.GaussianMLPPolicy` (ReLU or tanh) with th
 REINFORCE inner loss — the MAML paper's setting — the gradient, the products, the
 line search's candidates and :meth:`MAMLTRPO.adapt` skip autograd: the same
 quantities are computed from hand-derived formulas (:mod:`._gaussian_mlp`) with
-activations cached once per step and buffers kept across steps. They agree with
-autograd to rounding (tests check); at the paper's Navigation2D sizes each product
-costs about its 16 large matrix products and little else, ~1.5× faster than
-through autograd. Other policies and inner objectives use autograd.
+activations cached once per step and buffers kept across steps (about 23
+activation-sized buffers: ~370 MB at the paper's Navigation2D sizes, ~1.5 GB at
+HalfCheetah's). They agree with autograd to rounding (tests check); each product
+costs about its 16 large matrix products and little else, and a step is 1.5–2×
+faster than through autograd. Other policies and inner objectives use autograd.
 
 Two options trade exactness of the curvature (never of the gradient or of the
 line search's checks) for speed: ``hvp_subsample`` (curvature of a subset of the
