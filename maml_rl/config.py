@@ -247,9 +247,11 @@ class Config(_Validated):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     """Torch device of the meta-update (rollouts always run on CPU); ``auto``: CUDA if present."""
 
-    update_threads: int = _field(2, ge=1)
-    """Torch threads for the meta-update on CPU (sampling always uses 1 per process). On a
-    machine shared with other jobs, 1 can be much faster: idle OpenMP threads spin."""
+    update_threads: int = _field(1, ge=1)
+    """Torch threads for the meta-update on CPU (sampling always uses 1 per process). 1 by
+    default: measured here, 2 threads were 1.4-1.6x faster on an idle 2-core machine but
+    3-5x *slower* as soon as anything else used the other core (idle OpenMP threads spin).
+    Set 2 or more on a machine the run has to itself."""
 
     num_batches: int = _field(30, ge=1)
     """Meta-iterations (outer updates) to run."""
