@@ -59,6 +59,7 @@ from maml_rl.batch import EpisodeBatch
 
 __all__ = [
     "INNER_OBJECTIVES",
+    "InnerLoop",
     "InnerObjective",
     "InnerStep",
     "TaskSamples",
@@ -427,3 +428,53 @@ def distribution_like(dist: Distribution, tensors: Sequence[torch.Tensor]) -> Di
 def detach_distribution(dist: Distribution) -> Distribution:
     """A copy of a policy's action distribution with its parameters detached."""
     return distribution_like(dist, [t.detach() for t in distribution_tensors(dist)])
+
+
+class InnerLoop:
+    """The inner-loop half shared by every meta-learner (MAML-TRPO, MAML-PPO).
+
+    A subclass sets ``policy``, ``device``, ``gamma``, ``gae_lambda``,
+    ``normalize_advantages``, ``fast_lr``, ``first_order`` and ``inner_objective``
+    in its constructor and gets the batch preparation and the (autograd) adaptation.
+    """
+
+    policy: Policy
+    device: torch.device
+    gamma: float
+    gae_lambda: float
+    normalize_advantages: bool
+    fast_lr: float
+    first_order: bool
+    inner_objective: InnerObjective
+
+    def samples(self, batch: EpisodeBatch) -> TaskSamples:
+        """The batch on the learner's device, with advantages (baseline fitted here)."""
+        dtype = next(self.policy.parameters()).dtype
+        return TaskSamples.from_batch(
+            batch, self.gamma, self.gae_lambda, device=self.device, dtype=dtype,
+            normalize=self.normalize_advantages,
+        )  # fmt: skip
+
+    def _inner_step(
+        self, params: Mapping[str, torch.Tensor], batch: EpisodeBatch, create_graph: bool
+    ) -> Params:
+        """One autograd inner step of every task of ``batch`` from ``params``."""
+        step = inner_step(
+            self.policy, params, self.samples(batch), self.fast_lr,
+            second_order=not self.first_order, keep_graph=create_graph,
+            objective=self.inner_objective,
+        )  # fmt: skip
+        return step.params_out
+
+    def _adapt_chain(
+        self,
+        theta: Mapping[str, torch.Tensor],
+        train: Sequence[TaskSamples],
+        keep_graph: bool,
+        old_log_probs: Sequence[torch.Tensor] | None = None,
+    ) -> list[InnerStep]:
+        """The whole adaptation from ``theta``, one inner step per training batch."""
+        return adapt_chain(
+            self.policy, theta, train, self.fast_lr, second_order=not self.first_order,
+            keep_graph=keep_graph, objective=self.inner_objective, old_log_probs=old_log_probs,
+        )  # fmt: skip

@@ -44,14 +44,12 @@ import torch
 from torch.distributions import Distribution, kl_divergence
 
 from maml_rl.agents.maml import (
+    InnerLoop,
     InnerObjective,
-    InnerStep,
     TaskSamples,
-    adapt_chain,
     check_inner_objective,
     check_meta_batches,
     detach_distribution,
-    inner_step,
 )
 from maml_rl.agents.policies import Params, Policy
 from maml_rl.batch import EpisodeBatch
@@ -106,7 +104,7 @@ def _mean_kl(old: Distribution, new: Distribution, weights: torch.Tensor) -> tor
     return (kl_divergence(old, new) * weights).sum(1).mean()
 
 
-class MAMLPPO:
+class MAMLPPO(InnerLoop):
     """Model-agnostic meta-learning with a PPO (clipped surrogate, Adam) meta-update.
 
     Args:
@@ -202,14 +200,6 @@ class MAMLPPO:
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.meta_lr)
 
     # -- inner loop ----------------------------------------------------------------
-    def samples(self, batch: EpisodeBatch) -> TaskSamples:
-        """The batch on the learner's device, with advantages (baseline fitted here)."""
-        dtype = next(self.policy.parameters()).dtype
-        return TaskSamples.from_batch(
-            batch, self.gamma, self.gae_lambda, device=self.device, dtype=dtype,
-            normalize=self.normalize_advantages,
-        )  # fmt: skip
-
     def adapt(
         self,
         params: Mapping[str, torch.Tensor],
@@ -231,25 +221,7 @@ class MAMLPPO:
             Stacked adapted parameters ``[N, ...]`` on the learner's device.
         """
         params = {k: v.to(self.device) for k, v in params.items()}
-        step = inner_step(
-            self.policy, params, self.samples(batch), self.fast_lr,
-            second_order=not self.first_order, keep_graph=create_graph,
-            objective=self.inner_objective,
-        )  # fmt: skip
-        return step.params_out
-
-    def _adapt_chain(
-        self,
-        train: Sequence[TaskSamples],
-        keep_graph: bool,
-        old_log_probs: Sequence[torch.Tensor] | None,
-    ) -> list[InnerStep]:
-        """The adaptation from the policy's current ``θ``."""
-        return adapt_chain(
-            self.policy, self.policy.params(), train, self.fast_lr,
-            second_order=not self.first_order, keep_graph=keep_graph,
-            objective=self.inner_objective, old_log_probs=old_log_probs,
-        )  # fmt: skip
+        return self._inner_step(params, batch, create_graph)
 
     @property
     def _penalized(self) -> bool:
@@ -298,7 +270,7 @@ class MAMLPPO:
         t0 = time.perf_counter()
         for epoch in range(self.ppo_epochs):
             with torch.enable_grad():  # also under a caller's torch.no_grad()
-                steps = self._adapt_chain(train, True, inner_old_log_probs)
+                steps = self._adapt_chain(self.policy.params(), train, True, inner_old_log_probs)
                 dist = self.policy(valid.observations, steps[-1].params_out)
                 log_probs = dist.log_prob(valid.actions)
                 if epoch == 0:
@@ -378,7 +350,7 @@ class MAMLPPO:
         if old_log_probs is None or old_dist is None:  # pragma: no cover - epoch 0 always runs
             raise RuntimeError("the first PPO epoch did not run")
         with torch.no_grad():
-            steps = self._adapt_chain(train, False, inner_old_log_probs)
+            steps = self._adapt_chain(self.policy.params(), train, False, inner_old_log_probs)
             dist = self.policy(valid.observations, steps[-1].params_out)
             loss, _, clip_fraction = clipped_surrogate(
                 dist.log_prob(valid.actions), old_log_probs, valid.advantages, valid.weights,

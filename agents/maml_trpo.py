@@ -75,16 +75,15 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from maml_rl.agents import _gaussian_mlp as gm
 from maml_rl.agents.maml import (
+    InnerLoop,
     InnerObjective,
     InnerStep,
     TaskSamples,
-    adapt_chain,
     check_inner_objective,
     check_meta_batches,
     detach_distribution,
     distribution_like,
     distribution_tensors,
-    inner_step,
     stack_for_tasks,
 )
 from maml_rl.agents.policies import GaussianMLPPolicy, Params, Policy, stack_params
@@ -126,7 +125,7 @@ def _unflat(vec: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Params:
     return out
 
 
-class MAMLTRPO:
+class MAMLTRPO(InnerLoop):
     """Model-agnostic meta-learning with a TRPO meta-update.
 
     Args:
@@ -228,14 +227,6 @@ class MAMLTRPO:
         self._eval_workspace = gm.Workspace()
 
     # -- inner loop --------------------------------------------------------------
-    def samples(self, batch: EpisodeBatch) -> TaskSamples:
-        """The batch on the learner's device, with advantages (baseline fitted here)."""
-        dtype = next(self.policy.parameters()).dtype
-        return TaskSamples.from_batch(
-            batch, self.gamma, self.gae_lambda, device=self.device, dtype=dtype,
-            normalize=self.normalize_advantages,
-        )  # fmt: skip
-
     def adapt(
         self,
         params: Mapping[str, torch.Tensor],
@@ -264,24 +255,7 @@ class MAMLTRPO:
                 )
             if found is not None:
                 return found[0]
-        step = inner_step(
-            self.policy, params, self.samples(batch), self.fast_lr,
-            second_order=not self.first_order, keep_graph=create_graph,
-            objective=self.inner_objective,
-        )  # fmt: skip
-        return step.params_out
-
-    def _adapt_chain(
-        self,
-        theta: Mapping[str, torch.Tensor],
-        train: Sequence[TaskSamples],
-        keep_graph: bool,
-        old_log_probs: Sequence[torch.Tensor] | None = None,
-    ) -> list[InnerStep]:
-        return adapt_chain(
-            self.policy, theta, train, self.fast_lr, second_order=not self.first_order,
-            keep_graph=keep_graph, objective=self.inner_objective, old_log_probs=old_log_probs,
-        )  # fmt: skip
+        return self._inner_step(params, batch, create_graph)
 
     # -- outer objective -----------------------------------------------------------
     def _surrogate_and_kl(
