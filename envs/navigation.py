@@ -16,7 +16,8 @@ from maml_rl.tasks import Task, TaskFamily
 __all__ = ["BatchedNavigation2D", "GoalTask2D", "Navigation2DEnv"]
 
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
-MAX_STEP = 0.1
+MAX_STEP = 0.1  # largest displacement per coordinate and step
+GOAL_TOLERANCE = 0.01  # the episode ends when |x - gx| and |y - gy| are both below this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +31,12 @@ class GoalTask2D(Task):
 
 
 def _move(pos: np.ndarray, action: np.ndarray) -> np.ndarray:
-    return pos + np.clip(action, -MAX_STEP, MAX_STEP)
+    return pos + MAX_STEP * np.clip(action, -1.0, 1.0)
+
+
+def _at_goal(pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    d = np.abs(pos - goal)
+    return (d[..., 0] < GOAL_TOLERANCE) & (d[..., 1] < GOAL_TOLERANCE)
 
 
 def _distance(pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
@@ -55,12 +61,15 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
     | 1 | y position of the point | position units |
 
     ## Action space
-    ``Box(-0.1, 0.1, (2,), float32)``: the displacement ``(dx, dy)``. Actions are
-    clipped to ``[-0.1, 0.1]`` per coordinate before use, so a policy may output
-    any real vector.
+    ``Box(-1, 1, (2,), float32)``: the displacement ``(dx, dy)`` in units of 0.1.
+    Actions are clipped to ``[-1, 1]`` per coordinate before use, so a policy may
+    output any real vector. (The original MAML code declares the env's actions in
+    ``[-0.1, 0.1]`` and wraps it in rllab's ``normalize``, which maps ``[-1, 1]``
+    onto that box and clips: the same dynamics as here.)
 
     ## Transition
-    ``position ← position + clip(action, -0.1, 0.1)``.
+    ``position ← position + 0.1 · clip(action, -1, 1)``: at most 0.1 per
+    coordinate and step.
 
     ## Reward
     ``reward = −‖position − goal‖₂``, measured *after* the move (the original MAML
@@ -71,10 +80,12 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
     The point starts at the origin ``(0, 0)``; the start is deterministic.
 
     ## Episode end
-    No termination (``terminated`` is always ``False``; some earlier versions
-    ended the episode within 0.01 of the goal — this one does not, so returns are
-    comparable over a fixed horizon). Truncation after ``horizon = 100`` steps
-    (the registered ``max_episode_steps``).
+    Termination when the point is within 0.01 of the goal in both coordinates
+    (``|x − gx| < 0.01`` and ``|y − gy| < 0.01``, after the move), as in the
+    original MAML code and pytorch-maml-rl; the reward of that last step is still
+    paid. Truncation after ``horizon = 100`` steps (the registered
+    ``max_episode_steps``). A policy that walks straight to the goal and stops
+    there scores about −1 to −2; one that stays at the origin about −38.
 
     ## Task distribution
     ``goal ~ U[-0.5, 0.5]²`` (each coordinate uniform and independent), drawn
@@ -82,7 +93,10 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
     :class:`GoalTask2D`; the default task (before ``set_task``) is the goal ``(0, 0)``.
 
     ## Version history
-    * v0: initial version.
+    * v0: initial version. Before the first release the action scale (``[-1, 1]``
+      mapped onto steps of at most 0.1) and the termination at the goal were changed
+      to the original MAML code's; with raw actions in ``[-0.1, 0.1]`` a unit-σ
+      Gaussian policy was clipped almost always and had to collapse its σ to steer.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
@@ -92,7 +106,7 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
 
     def __init__(self, task: GoalTask2D | dict[str, Any] | None = None) -> None:
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
-        self.action_space = spaces.Box(-MAX_STEP, MAX_STEP, shape=(2,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self._pos = np.zeros(2)
         self.set_task(task if task is not None else GoalTask2D(goal=(0.0, 0.0)))
 
@@ -119,8 +133,9 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
         self._pos = _move(self._pos, action)
         dist = float(_distance(self._pos, self._goal))
         reward = -dist
+        terminated = bool(_at_goal(self._pos, self._goal))
         info = {"reward_dist": reward, "distance": dist}
-        return self._pos.astype(np.float32), reward, False, False, info
+        return self._pos.astype(np.float32), reward, terminated, False, info
 
     @classmethod
     def make_batched(
@@ -145,7 +160,7 @@ class BatchedNavigation2D(BatchedTaskEnv):
     def __init__(self, num_envs: int, max_episode_steps: int = Navigation2DEnv.horizon) -> None:
         super().__init__(num_envs, max_episode_steps)
         self.single_observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
-        self.single_action_space = spaces.Box(-MAX_STEP, MAX_STEP, shape=(2,), dtype=np.float32)
+        self.single_action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self.observation_space = gym.vector.utils.batch_space(
             self.single_observation_space, self.num_envs
         )
@@ -171,6 +186,6 @@ class BatchedNavigation2D(BatchedTaskEnv):
         self._pos = _move(self._pos, actions)
         dist = _distance(self._pos, self._goals)
         rewards = -dist
-        terminated = np.zeros(self.num_envs, dtype=bool)
+        terminated = _at_goal(self._pos, self._goals)
         truncated = self._time_limit()
         return self._pos.astype(np.float32), rewards, terminated, truncated, {"distance": dist}

@@ -259,6 +259,48 @@ def test_batched_ant_terminates_early_like_single_envs() -> None:
     assert early >= 1  # the comparison covered early terminations
 
 
+def test_navigation_dynamics_reward_and_goal_termination_by_hand() -> None:
+    env = gym.make("MetaRL/Navigation2D-v0")
+    env.unwrapped.set_task({"goal": (0.25, -0.13)})
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs, [0.0, 0.0])
+    # Actions are clipped to [-1, 1] and scaled by 0.1: (3, -0.5) moves by (0.1, -0.05).
+    obs, reward, terminated, truncated, info = env.step(np.array([3.0, -0.5], np.float32))
+    np.testing.assert_allclose(obs, [0.1, -0.05], rtol=1e-6)
+    assert reward == pytest.approx(-np.hypot(0.15, 0.08))
+    assert info["distance"] == pytest.approx(np.hypot(0.15, 0.08))
+    assert not terminated and not truncated
+    # Within 0.01 in one coordinate only: still running.
+    obs, _, terminated, _, _ = env.step(np.array([1.0, -0.75], np.float32))
+    np.testing.assert_allclose(obs, [0.2, -0.125], rtol=1e-6)
+    assert not terminated
+    # Within 0.01 in both: the episode ends, and the last reward is still paid.
+    _, reward, terminated, truncated, _ = env.step(np.array([0.45, 0.0], np.float32))
+    assert terminated and not truncated
+    assert reward == pytest.approx(-np.hypot(0.005, 0.005), abs=1e-9)
+
+
+def test_batched_navigation_terminates_at_the_goal_like_single_envs() -> None:
+    # Goals one step of (+1, +1) away, and noisy actions around it: some envs hit
+    # the goal box early, the others run to the time limit.
+    rng = np.random.default_rng(3)
+    env_id = "MetaRL/Navigation2D-v0"
+    batched = family_class(env_id).make_batched(8)
+    tasks = [{"goal": (0.1 + 0.01 * g, 0.1)} for g in rng.uniform(-1.5, 1.5, size=8)]
+    batched.set_tasks(tasks)
+    batched.reset(seed=list(range(8)))
+    singles = [gym.make(env_id) for _ in range(8)]
+    for env, task in zip(singles, tasks, strict=True):
+        env.unwrapped.set_task(task)
+        env.reset(seed=0)
+    actions = np.ones((8, 2), np.float32)
+    _, rewards, terminated, _, _ = batched.step(actions)
+    for k, env in enumerate(singles):
+        _, r, te, _, _ = env.step(actions[k])
+        assert (rewards[k], terminated[k]) == (r, te)
+    assert 0 < terminated.sum() < 8  # both outcomes were covered
+
+
 def test_batched_env_shapes_and_errors() -> None:
     env = HalfCheetahVelEnv.make_batched(4, max_episode_steps=3)
     obs, _ = env.reset(seed=0)  # int seed: env k gets seed + k, as Gymnasium's vector envs

@@ -274,8 +274,10 @@ def test_eval_json_schema_and_values(run_dir: Path, maml_eval: tuple[dict, Path]
         assert curve["ci95"][k] == pytest.approx(half, rel=1e-12)
         assert curve["ci_low"][k] == pytest.approx(mean - half, rel=1e-12)
         assert len(curve["per_task_ci95"][k]) == 3
-    # Navigation2D never terminates early: E full episodes per step and task.
-    assert curve["env_steps_per_task"] == [2 * HORIZON * (k + 1) for k in range(3)]
+    # Cumulative steps of E episodes per step and task: each step adds at most E full
+    # episodes, and fewer only when some reached the goal (Navigation2D ends there).
+    steps = np.diff(curve["env_steps_per_task"], prepend=0.0)
+    assert np.all(steps > 0) and np.all(steps <= 2 * HORIZON)
     # Rewards are −distances: every return is negative and at least −HORIZON · max distance.
     assert np.all(per_task < 0) and np.all(per_task > -HORIZON * 3)
 

@@ -498,7 +498,7 @@ def test_inner_kl_penalty_is_inert_at_the_sampling_policy_and_restrains_later_ep
     torch.testing.assert_close(params[1, 0.0], params[1, 100.0])
     assert metrics[1, 100.0]["train/inner_kl_coef"] == 100.0
     # Later epochs: the penalty keeps the pre-update policy closer to the sampling one.
-    assert metrics[4, 100.0]["train/inner_kl"] < 0.5 * metrics[4, 0.0]["train/inner_kl"]
+    assert metrics[4, 100.0]["train/inner_kl"] < 0.8 * metrics[4, 0.0]["train/inner_kl"]
 
 
 def test_adaptive_inner_kl_coefficient_follows_prompts_rule() -> None:
