@@ -66,6 +66,7 @@ __all__ = [
     "Workspace",
     "axpy",
     "backprop",
+    "cast",
     "forward",
     "supports",
     "tangent",
@@ -79,6 +80,11 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
 #: A per-task parameter-space vector: its layers and its log-std ``[N, A]``.
 Vector = tuple[Layers, torch.Tensor]
+
+
+def cast(x: Vector, dtype: torch.dtype) -> Vector:
+    """``x`` in another floating-point type."""
+    return [(w.to(dtype), b.to(dtype)) for w, b in x[0]], x[1].to(dtype)
 
 
 def axpy(x: Vector, alpha: float, y: Vector) -> Vector:
@@ -133,6 +139,21 @@ class Forward:
             [None if d is None else d[:k] for d in self.d2],
             self.mean[:k],
             self.std[:k],
+        )
+
+    def to(self, dtype: torch.dtype) -> Forward:
+        """The same pass in another floating-point type (copies; ``self`` if equal)."""
+        if self.mean.dtype == dtype:
+            return self
+        return Forward(
+            [w.to(dtype) for w in self.weights],
+            [b.to(dtype) for b in self.biases],
+            self.log_std.to(dtype),
+            [a.to(dtype) for a in self.inputs],
+            [d.to(dtype) for d in self.d1],
+            [None if d is None else d.to(dtype) for d in self.d2],
+            self.mean.to(dtype),
+            self.std.to(dtype),
         )
 
     def log_prob(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,6 +300,14 @@ class Backprop:
     delta_a: list[torch.Tensor]
     delta_z: list[torch.Tensor]
 
+    def to(self, dtype: torch.dtype) -> Backprop:
+        """The same cotangents in another floating-point type (copies)."""
+        return Backprop(
+            [(w.to(dtype), b.to(dtype)) for w, b in self.grads],
+            [d.to(dtype) for d in self.delta_a],
+            [d.to(dtype) for d in self.delta_z],
+        )
+
     def head(self, k: int) -> Backprop:
         """Restricted to the first ``k`` tasks (views)."""
         return Backprop(
@@ -409,6 +438,19 @@ class InnerCurvature:
         """Restricted to the first ``k`` tasks."""
         return InnerCurvature(
             self.fw.head(k), self.bp.head(k), self.coef[:k], self.r[:k], ws, scratch
+        )
+
+    def to(
+        self, dtype: torch.dtype, ws: Workspace | None = None, scratch: Workspace | None = None
+    ) -> InnerCurvature:
+        """The same operator computed in another floating-point type (``self`` if equal).
+
+        Its products take and return vectors of that type.
+        """
+        if self.fw.mean.dtype == dtype:
+            return self
+        return InnerCurvature(
+            self.fw.to(dtype), self.bp.to(dtype), self.coef.to(dtype), self.r.to(dtype), ws, scratch
         )
 
     def __call__(self, vec: Vector) -> Vector:

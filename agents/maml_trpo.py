@@ -57,6 +57,11 @@ while the gradient stays second order). It drops 12 of the 16 large matrix produ
 of an exact product; how much the curvature changes depends on the size of
 ``α ∇²L^inner`` next to ``I``.
 
+A third option keeps the curvature's maths and lowers its arithmetic:
+``hvp_dtype="bfloat16"`` runs the products on bfloat16 copies of the cached
+activations (about 2× faster steps on a CPU with AVX-512 BF16; see
+``benchmarks/trpo_update.py``).
+
 The conjugate-gradient solve also returns ``sᵀHs`` (see
 :func:`maml_rl.optim.conjugate_gradient`), so a step costs ``cg_iters`` products,
 not ``cg_iters + 1``.
@@ -110,6 +115,8 @@ class _Linearization:
 
 
 _HVP_METHODS = ("gauss_newton", "exact", "first_order")
+#: ``None``: the policy's own type (float32, or float64 in tests).
+_HVP_DTYPES: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -155,6 +162,14 @@ class MAMLTRPO(InnerLoop):
             estimate of the curvature (the TRPO paper's subsampled Fisher, rllab's
             ``subsample_factor``). The gradient, and the line search's KL check, always
             use every task.
+        hvp_dtype: floating-point type of the Hessian-vector products: ``"float32"``
+            (default: the policy's own type) or ``"bfloat16"`` — the same products
+            from bfloat16 copies of the cached activations (relative error ≈ 0.5 %,
+            about 2.5× faster matrix products on CPUs with AVX-512 BF16 and on
+            GPUs; much slower on CPUs without). Only the conjugate-gradient solve
+            (the step's direction and scale) sees them; the gradient and the line
+            search's surrogate and KL checks stay float32. Needs the hand-derived
+            path (Gaussian MLP, ``reinforce``, not ``exact``).
         normalize_advantages: normalise advantages per task (pytorch-maml-rl does).
         inner_objective: ``"reinforce"`` (the MAML paper), ``"lvc"`` or ``"dice"``;
             see :mod:`maml_rl.agents.maml`. During the line search the adaptation at a
@@ -182,6 +197,7 @@ class MAMLTRPO(InnerLoop):
         device: str | torch.device = "cpu",
         hvp: str = "gauss_newton",
         hvp_subsample: float = 1.0,
+        hvp_dtype: str = "float32",
         normalize_advantages: bool = True,
         inner_objective: InnerObjective = "reinforce",
     ) -> None:
@@ -202,6 +218,8 @@ class MAMLTRPO(InnerLoop):
                 raise ValueError(f"{name} must be {rule}, got {value}")
         if hvp not in _HVP_METHODS:
             raise ValueError(f"hvp must be one of {_HVP_METHODS}, got {hvp!r}")
+        if hvp_dtype not in _HVP_DTYPES:
+            raise ValueError(f"hvp_dtype must be one of {tuple(_HVP_DTYPES)}, got {hvp_dtype!r}")
         if str(device) == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -218,8 +236,17 @@ class MAMLTRPO(InnerLoop):
         self.ls_backtrack_ratio = float(ls_backtrack_ratio)
         self.hvp = hvp
         self.hvp_subsample = float(hvp_subsample)
+        self.hvp_dtype = hvp_dtype
         self.normalize_advantages = bool(normalize_advantages)
         self.inner_objective: InnerObjective = check_inner_objective(inner_objective)
+        if hvp_dtype != "float32" and not (
+            hvp != "exact" and self.inner_objective == "reinforce" and gm.supports(self.policy)
+        ):
+            raise ValueError(
+                f"hvp_dtype={hvp_dtype!r} needs the hand-derived products: a Gaussian MLP "
+                "policy (relu or tanh), inner_objective 'reinforce' and hvp 'gauss_newton' or "
+                "'first_order'; use hvp_dtype 'float32' otherwise"
+            )
         # Buffers of the hand-derived path, kept across steps (see _gaussian_mlp.Workspace):
         # one lent to each linearisation until its step ends, one for the forward-only
         # work (line-search candidates, adapt()).
@@ -645,15 +672,23 @@ class MAMLTRPO(InnerLoop):
         # (averaged over the k tasks, like the KL itself).
         f_mean = (w / k).unsqueeze(-1) / curv_fw.std.square()
         f_log_std = (2.0 / k) * w.sum(1, keepdim=True)
+        dtype = _HVP_DTYPES[self.hvp_dtype] or f_mean.dtype
+        if dtype != f_mean.dtype:
+            # Low-precision copies of the caches, for the products only (own buffers).
+            low = ws.scope(self.hvp_dtype)
+            scratch = low.scope("scratch")
+            curv_fw, f_mean, f_log_std = curv_fw.to(dtype), f_mean.to(dtype), f_log_std.to(dtype)
+            curvs = [cv.to(dtype, low.scope(f"step{i}"), scratch) for i, cv in enumerate(curvs)]
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
-            u_dict = stack_params(_unflat(v, theta), k)
+            u_dict = stack_params(_unflat(v.to(dtype), theta), k)
             u = gm.to_layers(policy, u_dict)
             for curv in curvs:  # B v, first step first
                 u = gm.axpy(u, -self.fast_lr, curv(u))
             tg = gm.tangent(curv_fw, u[0], scratch)
             jt = gm.backprop(curv_fw, f_mean * tg.mean, scratch, keep=False)
-            return task_sum(pull_back((jt.grads, f_log_std * u[1]), curvs)) + self.cg_damping * v
+            hv = gm.cast(pull_back((jt.grads, f_log_std * u[1]), curvs), v.dtype)
+            return task_sum(hv) + self.cg_damping * v
 
         mean, std = fw.mean, fw.std.expand_as(fw.mean)
         lin = _Linearization(

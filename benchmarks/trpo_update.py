@@ -21,7 +21,10 @@ slows them alike and the ratios between them stay meaningful:
 * ``subsample``: the default's products on a ``--subsample`` fraction of the tasks;
 * ``first_order``: ``hvp="first_order"``, the curvature with the adaptation's
   Jacobian taken as the identity (the gradient stays exact);
-* ``first_order_subsample``: both.
+* ``first_order_subsample``: both;
+* ``bfloat16``: the default's products computed in bfloat16 (``hvp_dtype``; fast
+  on CPUs with AVX-512 BF16 and on GPUs, slow elsewhere);
+* ``first_order_bfloat16``: first-order curvature in bfloat16.
 
 For each it reports medians over the timed calls: ``update_s`` (wall clock; also
 ``update_cpu_s``, the process's CPU time, steadier on a shared machine with one
@@ -151,6 +154,8 @@ METHODS: dict[str, tuple[dict[str, object], bool]] = {
     "subsample": ({"hvp_subsample": "subsample"}, True),
     "first_order": ({"hvp": "first_order"}, True),
     "first_order_subsample": ({"hvp": "first_order", "hvp_subsample": "subsample"}, True),
+    "bfloat16": ({"hvp_dtype": "bfloat16"}, True),
+    "first_order_bfloat16": ({"hvp": "first_order", "hvp_dtype": "bfloat16"}, True),
 }
 DEFAULT_METHODS = ["gauss_newton", "gauss_newton_autograd", "first_order", "first_order_subsample"]
 

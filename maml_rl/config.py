@@ -200,6 +200,13 @@ class TRPOConfig(_Validated):
     """Fraction of the tasks whose KL curvature the Hessian-vector products use (1.0:
     all; smaller is proportionally cheaper and unbiased, as rllab's ``subsample_factor``)."""
 
+    hvp_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Floating-point type of the Hessian-vector products: ``bfloat16`` computes them
+    from bfloat16 copies of the cached activations (≈ 0.5 % relative error, ≈ 2.5x faster
+    matrix products on CPUs with AVX-512 BF16 and on GPUs, far slower on other CPUs); the
+    gradient and the line search stay float32. Needs a Gaussian MLP policy, the
+    ``reinforce`` inner objective and ``hvp`` other than ``exact``."""
+
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig(_Validated):

@@ -202,6 +202,7 @@ def build_agent(config: Config, policy: Policy, device: torch.device) -> Any:
             ls_backtrack_ratio=t.ls_backtrack_ratio,
             hvp=t.hvp,
             hvp_subsample=t.hvp_subsample,
+            hvp_dtype=t.hvp_dtype,
             **common,
         )
     from maml_rl.agents.maml_ppo import MAMLPPO

@@ -274,6 +274,33 @@ def test_subsampled_curvature_is_the_curvature_of_the_first_tasks(hvp: str) -> N
     assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= sub.max_kl
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize(("num_steps", "hvp"), [(1, "gauss_newton"), (2, "first_order")])
+def test_bfloat16_products_round_the_float_ones_and_leave_the_gradient(
+    activation: str, num_steps: int, hvp: str
+) -> None:
+    policy = make_policy(activation=activation)
+    exact = make_agent(policy, num_adapt_steps=num_steps, hvp=hvp)
+    low = make_agent(policy, num_adapt_steps=num_steps, hvp=hvp, hvp_dtype="bfloat16")
+    train_b, valid_b = meta_batches(exact, num_steps)
+    train, valid = [exact.samples(b) for b in train_b], exact.samples(valid_b)
+    lin_e, hvp_e = exact._linearize(train, valid)
+    lin_l, hvp_l = low._linearize(train, valid)
+    assert lin_l.loss == lin_e.loss
+    torch.testing.assert_close(lin_l.grad, lin_e.grad, rtol=0, atol=0)
+    g = torch.Generator().manual_seed(5)
+    for _ in range(2):
+        v = torch.randn(lin_e.grad.shape, generator=g, dtype=torch.float64)
+        want, got = hvp_e(v), hvp_l(v)
+        assert got.dtype == v.dtype
+        # bfloat16 keeps 8 significant bits: ~0.4 % per rounding, a few roundings deep.
+        assert (got - want).norm() <= 0.03 * want.norm()
+        assert (got - want).norm() > 0  # really computed in the lower precision
+    if hvp == "gauss_newton":  # with exact curvature the step lands inside the region
+        metrics = low.step(train_b, valid_b)
+        assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= low.max_kl
+
+
 # -- hand-derived derivatives (agents._gaussian_mlp) -------------------------------------------
 
 
@@ -511,6 +538,9 @@ def test_step_validates_its_inputs() -> None:
         ({"ls_backtrack_ratio": 1.0}, "ls_backtrack_ratio must be in"),
         ({"hvp": "fisher"}, "hvp must be one of"),
         ({"hvp_subsample": 0.0}, "hvp_subsample must be in"),
+        ({"hvp_dtype": "float16"}, "hvp_dtype must be one of"),
+        ({"hvp_dtype": "bfloat16", "hvp": "exact"}, "needs the hand-derived products"),
+        ({"hvp_dtype": "bfloat16", "inner_objective": "lvc"}, "needs the hand-derived"),
     ],
 )
 def test_bad_hyperparameters_are_rejected(kwargs: dict[str, object], message: str) -> None:
