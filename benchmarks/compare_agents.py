@@ -3,6 +3,7 @@
     python benchmarks/compare_agents.py --num-batches 200                    # Navigation2D
     python benchmarks/compare_agents.py --env halfcheetah_dir --num-batches 300 --workers 8
     python benchmarks/compare_agents.py --num-batches 5 maml.meta_batch_size=4  # smoke run
+    python benchmarks/compare_agents.py --env halfcheetah_dir --from-runs trpo=RUN ppo=RUN promp=RUN
 
 Each agent trains from its preset (``configs/<family>_{trpo,ppo,promp}.yaml``) through
 the real trainer, with the same seed, the same number of meta-iterations and the same
@@ -96,6 +97,24 @@ def train_curve(
     return records
 
 
+def load_curve(run_dir: Path) -> list[dict[str, float]]:
+    """A finished (or stopped) run's per-iteration metrics from its ``metrics.jsonl``,
+    with cumulative ``wall_s`` added, as :func:`train_curve` returns them."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise SystemExit(f"compare_agents: no metrics.jsonl in {run_dir} (is it a run folder?)")
+    records, wall = [], 0.0
+    with path.open() as f:
+        for line in f:
+            if line.strip():
+                metrics = json.loads(line)
+                wall += metrics["time/iteration_s"]
+                records.append({**metrics, "wall_s": wall})
+    if not records:
+        raise SystemExit(f"compare_agents: {path} is empty")
+    return records
+
+
 def summarize(
     records: Sequence[Mapping[str, float]], window: int, smooth: int, threshold: float | None
 ) -> dict[str, Any]:
@@ -172,6 +191,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--threshold", type=float, default=None, help="return to reach (navigation2d: -12)"
     )
+    parser.add_argument(
+        "--from-runs",
+        nargs="+",
+        metavar="AGENT=RUN_DIR",
+        help="plot existing runs (e.g. trpo=runs/a ppo=runs/b) instead of training: for "
+        "runs too long for one sitting, trained with `maml-rl train` and --resume",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="for every agent")
     args = parser.parse_args(argv)
 
@@ -198,15 +224,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
 
     curves: dict[str, list[dict[str, float]]] = {}
-    for kind in kinds:
-        print(f"training {AGENTS[kind]} ({args.env}_{kind}.yaml)", flush=True)
-        curves[kind] = train_curve(args.env, kind, overrides, logdir, stamp)
+    if args.from_runs:
+        for item in args.from_runs:
+            kind, sep, run = item.partition("=")
+            if not sep or kind not in AGENTS:
+                parser.error(f"--from-runs takes AGENT=RUN_DIR with AGENT in {set(AGENTS)}")
+            curves[kind] = load_curve(Path(run))
+        kinds = list(curves)
+        args.num_batches = max(len(c) for c in curves.values())
+    else:
+        for kind in kinds:
+            print(f"training {AGENTS[kind]} ({args.env}_{kind}.yaml)", flush=True)
+            curves[kind] = train_curve(args.env, kind, overrides, logdir, stamp)
 
     config = load_config(CONFIGS / f"{args.env}_{kinds[0]}.yaml", overrides)
     m = config.maml
     title = (
         f"{config.env.id}: {m.meta_batch_size} tasks x {m.fast_batch_size} episodes, "
-        f"{args.num_batches} iterations, seed {args.seed}"
+        f"{args.num_batches} iterations, "
+        + ("existing runs" if args.from_runs else f"seed {args.seed}")
     )
     out = Path(args.out) if args.out else logdir / f"compare_{args.env}.png"
     plot(curves, title, args.smooth, threshold, out)
