@@ -13,9 +13,11 @@ adaptation step next to the MAML paper's numbers (Table 4 / Table 5 of App. C.2)
 the full results go to ``<run>/eval-paper/eval.json`` with the plot. The last line
 is a JSON object.
 
-The paper's numbers are only comparable if the env matches it: Navigation2D here
-rewards −distance as the original code does (the paper's text says −squared
-distance) over 100 steps; HalfCheetahDir uses 200-step episodes like the paper.
+The paper's numbers are only comparable if the env matches it: Navigation2D here has
+the original code's dynamics (actions in [-1, 1] moving at most 0.1 per coordinate,
+the episode ending within 0.01 of the goal) and reward (−distance; the paper's text
+says −squared distance) over at most 100 steps; HalfCheetahDir uses 200-step episodes
+like the paper.
 """
 
 from __future__ import annotations
