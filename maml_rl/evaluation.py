@@ -83,10 +83,12 @@ half-width of its 95 % t-interval over the ``N`` tasks (``null`` when undefined)
 ``pretrain_iterations`` iterations (default: the run's meta-iterations), each on
 ``meta_batch_size`` training tasks of the run's own task stream with
 ``fast_batch_size`` episodes — the same tasks the meta-learner saw, one batch per
-iteration instead of ``K + 1``. *sb3_ppo* trains on each of the first ``sb3_tasks``
-evaluation tasks for ``multiplier · K · E · horizon`` env steps (the nominal budget
-of the adaptation) and is scored on ``E`` episodes with stochastic actions, as the
-other methods are.
+iteration instead of ``K + 1``; *pretrained* is then adapted like the runs, while
+*oracle*, which observes the task, is not adapted: each step samples it afresh with
+its trained parameters (its ``fast_lr`` entries are 0). *sb3_ppo* trains on each
+of the first ``sb3_tasks`` evaluation tasks for ``multiplier · K · E · horizon`` env
+steps (the nominal budget of the adaptation) and is scored on ``E`` episodes with
+stochastic actions, as the other methods are.
 """
 
 from __future__ import annotations
@@ -653,7 +655,8 @@ def adaptation_curve(
         policy: the policy to adapt (its parameters are not changed).
         tasks: the ``N`` tasks.
         episodes: ``E`` episodes per task and step.
-        fast_lrs: the ``K`` step sizes.
+        fast_lrs: the ``K`` step sizes (0: no adaptation at that step, only fresh
+            episodes with the current parameters).
         seeds: ``K + 1`` sampler seeds, one per sample call.
         gamma: discount of the inner step's returns.
         gae_lambda: GAE ``λ`` of the inner step.
@@ -674,7 +677,7 @@ def adaptation_curve(
             env_steps.append(total)
             if progress is not None:
                 progress()
-            if k < len(fast_lrs):
+            if k < len(fast_lrs) and fast_lrs[k] != 0.0:
                 params = adapt(policy, params, batch, fast_lrs[k], gamma=gamma,
                                gae_lambda=gae_lambda)  # fmt: skip
     finally:
@@ -958,12 +961,14 @@ def evaluate(
 
     samplers = _Samplers(settings)
 
-    def curve_of(policy: Policy, config: Config, desc: str, env: str | None = None) -> Curve:
+    def curve_of(
+        policy: Policy, config: Config, desc: str, env: str | None = None, adapted: bool = True
+    ) -> Curve:
         with _Progress(settings.progress, k_steps + 1, desc) as bar:
             return adaptation_curve(
                 samplers.get(config, policy, env), policy, tasks, episodes=episodes,
-                fast_lrs=fast_lrs, seeds=sample_seeds, gamma=gamma, gae_lambda=lam,
-                progress=bar.update,
+                fast_lrs=fast_lrs if adapted else [0.0] * len(fast_lrs), seeds=sample_seeds,
+                gamma=gamma, gae_lambda=lam, progress=bar.update,
             )  # fmt: skip
 
     try:
@@ -1013,7 +1018,9 @@ def evaluate(
                 first, oracle_id, pretrain_iters, seed, _ORACLE, samplers, settings.progress,
                 "train oracle (TRPO)",
             )  # fmt: skip
-            curve = curve_of(policy, first, "baseline oracle", oracle_id)
+            # Not adapted: it sees the task (the MAML paper draws it as a flat line), and
+            # policy-gradient steps on its near-deterministic policy only do harm.
+            curve = curve_of(policy, first, "baseline oracle", oracle_id, adapted=False)
             baseline_results["oracle"] = {
                 "curve": curve.to_dict(),
                 "env_id": oracle_id,
