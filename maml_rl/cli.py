@@ -85,11 +85,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"training {config.agent} on {config.env.id} with {what}", flush=True)
         print(f"run folder: {trainer.run_dir}", flush=True)
     # A cluster's preemption (SIGTERM) is handled like Ctrl-C: checkpoint, then exit.
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # SIGINT explicitly too: a shell starts `nohup maml-rl train ... &` with SIGINT
+    # ignored, and `kill -INT` must still stop it cleanly.
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, _raise_keyboard_interrupt) for s in stops}
     try:
         metrics = trainer.train()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if metrics:
         print(
             f"done: {trainer.iteration} iterations, {trainer.env_steps:,} env steps; "

@@ -127,10 +127,18 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+@pytest.mark.parametrize(
+    ("signum", "sigint_ignored"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["ctrl_c", "sigterm", "kill_int_background_job"],
+)
 def test_interrupt_checkpoints_stops_workers_and_exits_130(
-    signum: signal.Signals, tmp_path: Path
+    signum: signal.Signals, sigint_ignored: bool, tmp_path: Path
 ) -> None:
+    def preexec() -> None:
+        if sigint_ignored:  # what a shell does to `cmd &` without job control
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -152,6 +160,7 @@ def test_interrupt_checkpoints_stops_workers_and_exits_130(
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group, like a shell job
+        preexec_fn=preexec,
     )
     assert proc.stdout is not None
     try:
@@ -162,10 +171,10 @@ def test_interrupt_checkpoints_stops_workers_and_exits_130(
             finished += line.startswith("[") and "return pre" in line
             if finished == 2:
                 break
-        if signum == signal.SIGINT:
+        if signum == signal.SIGINT and not sigint_ignored:
             os.killpg(proc.pid, signum)  # Ctrl-C in a terminal reaches the whole group
         else:
-            proc.send_signal(signum)  # a scheduler's preemption signal
+            proc.send_signal(signum)  # a scheduler's preemption, or `kill -INT PID`
         _, err = proc.communicate(timeout=60)
         # The workers are gone too (nothing left in the process group).
         for _ in range(100):
