@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
@@ -281,9 +282,32 @@ def family_class(env_id: str) -> type:
 
 
 def make_family(env_id: str, **kwargs: Any) -> gym.Env:
-    """``gymnasium.make`` for a task family, with a clear error for an unknown id."""
+    """``gymnasium.make`` for a task family, with a clear error for an unknown id or an
+    argument the family does not take (a typo in ``env.kwargs``)."""
     family_spec(env_id)
+    check_family_kwargs(env_id, kwargs)
     return gym.make(env_id, **kwargs)
+
+
+def check_family_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
+    """Raise a one-line ``ValueError`` naming any ``env.kwargs`` key the family's constructor
+    does not accept, with the closest accepted one."""
+    params = inspect.signature(family_class(env_id)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = sorted(
+        name
+        for name, p in params.items()
+        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    )
+    for key in kwargs:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"env.kwargs.{key}: {env_id} takes no argument {key!r}; {hint}"
+                f"it takes: {', '.join(accepted) or 'none'}"
+            )
 
 
 def unwrap_family(env: gym.Env) -> TaskFamily:

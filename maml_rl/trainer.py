@@ -223,7 +223,12 @@ def build_agent(config: Config, policy: Policy, device: torch.device) -> Any:
 
 
 def new_run_dir(config: Config) -> Path:
-    """A fresh run folder: ``<logdir>/<run_name>`` or ``<logdir>/<env>-<agent>-<time>``."""
+    """Create and return a fresh run folder, ``<logdir>/<run_name>`` or
+    ``<logdir>/<env>-<agent>-<time>``.
+
+    The folder is claimed with an exclusive ``mkdir``, so two runs started in the same second
+    (e.g. two presets launched together) get two folders, never one shared folder.
+    """
     logdir = Path(config.logdir)
     if config.run_name is not None:
         run_dir = logdir / config.run_name
@@ -232,14 +237,19 @@ def new_run_dir(config: Config) -> Path:
                 f"run folder {str(run_dir)!r} already exists and is not empty; resume it with "
                 f"--resume {run_dir} or choose another run_name"
             )
+        run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
+    logdir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = f"{config.env_name}-{config.agent}-{stamp}"
     run_dir, n = logdir / base, 1
-    while run_dir.exists():  # two runs started within the same second
-        n += 1
-        run_dir = logdir / f"{base}-{n}"
-    return run_dir
+    while True:
+        try:
+            run_dir.mkdir()  # atomic: fails if another run claimed the name first
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = logdir / f"{base}-{n}"
 
 
 def _mean_return(batch: EpisodeBatch) -> float:
@@ -286,16 +296,20 @@ class Trainer:
         self.env_steps = 0
         self._torch_threads = torch.get_num_threads()  # restored by close()
 
-        self.policy = build_policy(config)
-        self.sampler = make_sampler(
-            config.env.id,
-            self.policy,
-            backend=config.sampler.backend,
-            num_workers=config.sampler.num_workers,
-            ray_address=config.sampler.ray_address,
-            env_kwargs=dict(config.env.kwargs),
-            max_episode_steps=config.env.max_episode_steps,
-        )
+        try:
+            self.policy = build_policy(config)
+            self.sampler = make_sampler(
+                config.env.id,
+                self.policy,
+                backend=config.sampler.backend,
+                num_workers=config.sampler.num_workers,
+                ray_address=config.sampler.ray_address,
+                env_kwargs=dict(config.env.kwargs),
+                max_episode_steps=config.env.max_episode_steps,
+            )
+        except BaseException:
+            self._discard_unused_run_dir(run_dir)
+            raise
         try:
             self.agent = build_agent(config, self.policy, self.device)
             if state is not None:
@@ -324,8 +338,14 @@ class Trainer:
             )
         except BaseException:
             self.sampler.close()
+            self._discard_unused_run_dir(run_dir)
             raise
         self._closed = False
+
+    def _discard_unused_run_dir(self, given: str | Path | None) -> None:
+        # A run that never started leaves no empty folder behind (one it was given is kept).
+        if given is None and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
+            self.run_dir.rmdir()
 
     # -- construction from a checkpoint ------------------------------------------
     @classmethod

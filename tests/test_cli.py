@@ -97,6 +97,7 @@ def test_user_errors_are_one_line_exit_2_no_traceback(tmp_path: Path) -> None:
         (["train", "--sampler", "thread"], "sampler.backend must be one of"),
         (["train", "maml.gamma=2"], "maml.gamma must be ≥ 0 and ≤ 1, got 2"),
         (["train", "env.id=MetaRL/Navigation2d-v0"], "did you mean 'MetaRL/Navigation2D-v0'"),
+        (["train", "env.kwargs.tsk=1"], "env.kwargs.tsk: MetaRL/Navigation2D-v0 takes no argument"),
     ],
 )
 def test_bad_input(

@@ -158,6 +158,22 @@ def test_new_run_folder_is_not_reused(tmp_path: Path) -> None:
         Trainer(cfg, console=False)
 
 
+def test_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
+    # Two presets launched in the same second once shared (and overwrote) one folder.
+    from maml_rl.trainer import new_run_dir
+
+    cfg = tiny(logdir=str(tmp_path / "runs"))
+    first, second = new_run_dir(cfg), new_run_dir(cfg)
+    assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path: Path) -> None:
+    cfg = tiny(logdir=str(tmp_path / "runs"))
+    with pytest.raises(ValueError, match="takes no argument 'tsk'; did you mean 'task'"):
+        Trainer(cfg.replace({"env.kwargs": {"tsk": None}}), console=False)
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
 def test_every_preset_builds_its_policy_and_agent(path: Path) -> None:
     import gymnasium as gym
