@@ -35,6 +35,7 @@ ENVS = {
     "ant-dir": CONFIGS / "ant_dir_trpo.yaml",
 }
 PHASES = ("iteration_s", "sample_s", "adapt_s", "update_s", "env_steps_per_s")
+UPDATE_PHASES = ("trpo_gradient_s", "trpo_cg_s", "trpo_line_search_s")
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         trainer.train()
     timed = [m for _, m in memory.records[args.warmup :]]
     medians = {p: statistics.median(m[f"time/{p}"] for m in timed) for p in PHASES}
+    # The update's own phases, where the agent reports them (MAML-TRPO does).
+    for p in UPDATE_PHASES:
+        if all(f"time/{p}" in m for m in timed):
+            medians[p] = statistics.median(m[f"time/{p}"] for m in timed)
+    if all("train/line_search_steps" in m for m in timed):
+        medians["line_search_steps"] = statistics.mean(m["train/line_search_steps"] for m in timed)
 
     m = config.maml
     horizon = config.env.max_episode_steps
@@ -79,9 +86,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"({config.update_threads} thread(s)); "
         f"median of {args.iterations} iteration(s) after {args.warmup} warm-up"
     )
-    for p in PHASES:
-        unit = "steps/s" if p == "env_steps_per_s" else "s"
-        print(f"  {p:<16} {medians[p]:>12.3f} {unit}")
+    for p, v in medians.items():
+        unit = {"env_steps_per_s": "steps/s", "line_search_steps": "(mean)"}.get(p, "s")
+        indent = "    " if p in UPDATE_PHASES or p == "line_search_steps" else "  "
+        print(f"{indent}{p:<{24 - len(indent)}} {v:>12.3f} {unit}")
     result = {
         "benchmark": "meta_iteration",
         "env": config.env.id,

@@ -479,6 +479,7 @@ def sb3_ppo_on_task(
         max_episode_steps: the time limit (default: the registered one).
     """
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -494,6 +495,9 @@ def sb3_ppo_on_task(
         hp = sb3_hyperparameters(budget)
         model = PPO("MlpPolicy", vec, n_steps=hp["n_steps"], batch_size=hp["batch_size"],
                     seed=seed, device="cpu", verbose=0)  # fmt: skip
+        # A logger with no outputs: SB3's default one creates an empty <tmp>/SB3-<time>
+        # folder on every learn() call, and nothing is logged from here anyway.
+        model.set_logger(Logger(folder=None, output_formats=[]))
         model.learn(total_timesteps=budget)
         vec.close()
         env = make()

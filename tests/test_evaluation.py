@@ -26,6 +26,7 @@ from maml_rl.eval_baselines import (
     TaskObservation,
     oracle_env_id,
     sb3_hyperparameters,
+    sb3_ppo_on_task,
     task_vector,
 )
 from maml_rl.evaluation import (
@@ -334,6 +335,20 @@ def test_several_runs_share_tasks_and_plot_together(
     assert a["curve"] == b["curve"] == maml_eval[0]["runs"][0]["curve"]
     png = plot_comparison([maml_eval[1], tmp_path / "both" / EVAL_JSON], tmp_path / "cmp.png")
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_sb3_ppo_leaves_no_folders_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3 puts its folders
+    result = sb3_ppo_on_task(
+        NAV, family_class(NAV).sample_tasks(1, np.random.default_rng(0))[0], budget=20,
+        eval_seeds=[1, 2], seed=0, max_episode_steps=10,
+    )  # fmt: skip
+    assert result.returns.shape == (2,) and result.env_steps >= 20
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("SB3-")] == []
 
 
 # -- baselines -------------------------------------------------------------------------------
