@@ -337,9 +337,7 @@ def test_several_runs_share_tasks_and_plot_together(
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
-def test_sb3_ppo_leaves_no_folders_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sb3_ppo_leaves_no_folders_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3 puts its folders
