@@ -267,6 +267,11 @@ class Config(_Validated):
     """Write ``checkpoint.pt`` every this many iterations (and always at the end); 0: only
     at the end."""
 
+    keep_checkpoint_every: int = _field(0, ge=0)
+    """Also keep a copy ``checkpoints/iteration_<N>.pt`` every this many iterations, to
+    evaluate the policy along the run (``maml-rl evaluate RUN/checkpoints/*.pt``); 0: keep
+    only the latest ``checkpoint.pt``."""
+
     logdir: str = "runs"
     """Parent folder of the run folder."""
 

@@ -78,6 +78,7 @@ __all__ = [
 RESUMABLE_KEYS = (
     "num_batches",
     "checkpoint_every",
+    "keep_checkpoint_every",
     "device",
     "update_threads",
     "logdir",
@@ -413,6 +414,10 @@ class Trainer:
         """Write ``checkpoint.pt`` (the current state, or a given :meth:`state_dict`)."""
         return save_checkpoint(self.run_dir / CHECKPOINT_NAME, state or self.state_dict())
 
+    def kept_checkpoint_path(self, iteration: int) -> Path:
+        """Where ``keep_checkpoint_every`` keeps the checkpoint of ``iteration``."""
+        return self.run_dir / "checkpoints" / f"iteration_{iteration:06d}.pt"
+
     # -- the loop --------------------------------------------------------------
     def run_iteration(self) -> dict[str, float]:
         """One meta-iteration (see the module docstring); returns its metrics."""
@@ -483,11 +488,14 @@ class Trainer:
                 metrics = self.run_iteration()
                 self.logger.write(metrics, step=self.env_steps)
                 every = cfg.checkpoint_every
-                if every and self.iteration % every == 0 and self.iteration < cfg.num_batches:
-                    self.save_checkpoint()
                 # Kept so that Ctrl-C in the middle of an update (which changes θ in
                 # place) checkpoints a consistent state.
                 last_done = self.state_dict()
+                if every and self.iteration % every == 0 and self.iteration < cfg.num_batches:
+                    self.save_checkpoint(last_done)
+                keep = cfg.keep_checkpoint_every
+                if keep and self.iteration % keep == 0:
+                    save_checkpoint(self.kept_checkpoint_path(self.iteration), last_done)
             self.save_checkpoint(last_done)
         except KeyboardInterrupt:
             self.save_checkpoint(last_done)

@@ -158,6 +158,31 @@ def test_new_run_folder_is_not_reused(tmp_path: Path) -> None:
         Trainer(cfg, console=False)
 
 
+def test_kept_checkpoints_are_those_of_their_iterations(tmp_path: Path) -> None:
+    # Every 2nd iteration's state is kept beside the latest one; resuming from a kept
+    # checkpoint replays the run from there (so each is the state of its iteration).
+    cfg = tiny(num_batches=4, checkpoint_every=0, keep_checkpoint_every=2)
+    Trainer(cfg, tmp_path / "run", console=False).train()
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == ["iteration_000002.pt", "iteration_000004.pt"]
+    two = load_checkpoint(tmp_path / "run" / "checkpoints" / "iteration_000002.pt")
+    four = load_checkpoint(tmp_path / "run" / "checkpoints" / "iteration_000004.pt")
+    final = load_checkpoint(tmp_path / "run")
+    assert (two["iteration"], four["iteration"]) == (2, 4)
+    assert all(torch.equal(four["policy"][k], v) for k, v in final["policy"].items())
+    assert not all(torch.equal(two["policy"][k], v) for k, v in final["policy"].items())
+
+    branch = tmp_path / "branch"
+    branch.mkdir()
+    (branch / "checkpoint.pt").write_bytes(
+        (tmp_path / "run" / "checkpoints" / "iteration_000002.pt").read_bytes()
+    )
+    (branch / "config.yaml").write_bytes((tmp_path / "run" / "config.yaml").read_bytes())
+    Trainer.resume(branch, console=False).train()
+    again = load_checkpoint(branch)
+    assert all(torch.equal(again["policy"][k], v) for k, v in final["policy"].items())
+
+
 def test_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
     # Two presets launched in the same second once shared (and overwrote) one folder.
     from maml_rl.trainer import new_run_dir
