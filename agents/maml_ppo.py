@@ -119,6 +119,8 @@ class MAMLPPO(InnerLoop):
         ppo_epochs: outer Adam steps per meta-batch, each with the adaptation recomputed
             from the current ``θ`` (ProMP: 5).
         meta_lr: Adam's learning rate (ProMP: 1e-3).
+        meta_lr_decay_iterations: decay the rate linearly from ``meta_lr`` to 0 over this
+            many calls of :meth:`step` (then 0); ``None``: constant.
         max_grad_norm: clip the meta-gradient's global norm to this before each Adam step
             (``None``: no clipping, as ProMP).
         target_kl: stop the epochs early once the mean KL of the adapted policies from
@@ -146,6 +148,7 @@ class MAMLPPO(InnerLoop):
         clip_range: float = 0.2,
         ppo_epochs: int = 5,
         meta_lr: float = 3e-4,
+        meta_lr_decay_iterations: int | None = None,
         max_grad_norm: float | None = None,
         target_kl: float | None = None,
         inner_objective: InnerObjective = "reinforce",
@@ -163,6 +166,8 @@ class MAMLPPO(InnerLoop):
             ("clip_range", clip_range, 0 < clip_range < 1, "in (0, 1)"),
             ("ppo_epochs", ppo_epochs, ppo_epochs >= 1, "≥ 1"),
             ("meta_lr", meta_lr, meta_lr > 0, "> 0"),
+            ("meta_lr_decay_iterations", meta_lr_decay_iterations,
+             meta_lr_decay_iterations is None or meta_lr_decay_iterations >= 1, "≥ 1 (or None)"),
             ("max_grad_norm", max_grad_norm, max_grad_norm is None or max_grad_norm > 0,
              "> 0 (or None)"),
             ("target_kl", target_kl, target_kl is None or target_kl > 0, "> 0 (or None)"),
@@ -189,6 +194,8 @@ class MAMLPPO(InnerLoop):
         self.clip_range = float(clip_range)
         self.ppo_epochs = int(ppo_epochs)
         self.meta_lr = float(meta_lr)
+        self.meta_lr_decay_iterations = meta_lr_decay_iterations
+        self.updates = 0  # calls of step() so far: the position in the rate schedule
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.target_kl = None if target_kl is None else float(target_kl)
         self.inner_objective: InnerObjective = check_inner_objective(inner_objective)
@@ -223,6 +230,12 @@ class MAMLPPO(InnerLoop):
         params = {k: v.to(self.device) for k, v in params.items()}
         return self._inner_step(params, batch, create_graph)
 
+    def current_meta_lr(self) -> float:
+        """Adam's rate for the next :meth:`step` (``meta_lr``, or its linear decay)."""
+        if self.meta_lr_decay_iterations is None:
+            return self.meta_lr
+        return self.meta_lr * max(0.0, 1.0 - self.updates / self.meta_lr_decay_iterations)
+
     @property
     def _penalized(self) -> bool:
         return any(c > 0 for c in self.inner_kl_coefs)
@@ -250,7 +263,8 @@ class MAMLPPO(InnerLoop):
             an early stop on ``target_kl``, or a non-finite loss or gradient, which
             takes no step); ``train/inner_kl`` (mean pre-update KL after the update)
             and, with the penalty, ``train/inner_kl_coef`` (mean ``η`` used in this
-            step); ``time/ppo_epoch_s`` (seconds per epoch).
+            step); ``train/meta_lr`` (Adam's rate in this step); ``time/ppo_epoch_s``
+            (seconds per epoch).
         """
         check_meta_batches(train_batches, valid_batch, self.num_adapt_steps)
         train = [self.samples(b) for b in train_batches]
@@ -258,6 +272,9 @@ class MAMLPPO(InnerLoop):
         params = list(self.policy.parameters())
         theta_before = [p.detach().clone() for p in params]
         coefs_used = list(self.inner_kl_coefs)
+        meta_lr = self.current_meta_lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = meta_lr
 
         # Fixed at the start: the sampling policies (the current θ's adaptation).
         old_log_probs: torch.Tensor | None = None
@@ -329,9 +346,11 @@ class MAMLPPO(InnerLoop):
                 "train/step_norm": step_norm,
                 "train/inner_loss": inner_loss,
                 "train/ppo_epochs_run": float(epochs_run),
+                "train/meta_lr": meta_lr,
                 "time/ppo_epoch_s": (t1 - t0) / max(epochs_run, 1),
             }
         )
+        self.updates += 1
         if any(c > 0 for c in coefs_used):
             metrics["train/inner_kl_coef"] = sum(coefs_used) / len(coefs_used)
         return metrics
@@ -371,17 +390,20 @@ class MAMLPPO(InnerLoop):
 
     # -- checkpointing -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The policy, Adam's state and the inner-KL coefficients."""
+        """The policy, Adam's state, the inner-KL coefficients and the update count."""
         return {
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "inner_kl_coefs": list(self.inner_kl_coefs),
+            "updates": self.updates,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        expected = {"policy", "optimizer", "inner_kl_coefs"}
-        if set(state) != expected:
+        expected = {"policy", "optimizer", "inner_kl_coefs", "updates"}
+        # "updates" (the rate schedule's position) is absent from checkpoints written
+        # before the schedule existed: they were constant-rate runs.
+        if set(state) not in (expected, expected - {"updates"}):
             raise ValueError(
                 f"MAMLPPO state must have exactly the keys {sorted(expected)}, got {sorted(state)}"
             )
@@ -394,3 +416,4 @@ class MAMLPPO(InnerLoop):
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.inner_kl_coefs = coefs
+        self.updates = int(state.get("updates", 0))

@@ -221,6 +221,11 @@ class PPOConfig(_Validated):
     meta_lr: float = _field(3e-4, gt=0.0)
     """Adam learning rate of the outer step."""
 
+    meta_lr_decay_iterations: int | None = _field(None, ge=1)
+    """Decay Adam's rate linearly from ``meta_lr`` to 0 over this many meta-iterations (then
+    0), usually ``num_batches``; ``null``: constant. The count is the agent's and travels in
+    checkpoints, so a resumed run keeps the schedule."""
+
     max_grad_norm: float | None = _field(None, gt=0.0)
     """Clip the meta-gradient's global norm to this before each Adam step; ``null``: no
     clipping (as ProMP)."""

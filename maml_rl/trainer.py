@@ -214,6 +214,7 @@ def build_agent(config: Config, policy: Policy, device: torch.device) -> Any:
         clip_range=p.clip_range,
         ppo_epochs=p.ppo_epochs,
         meta_lr=p.meta_lr,
+        meta_lr_decay_iterations=p.meta_lr_decay_iterations,
         max_grad_norm=p.max_grad_norm,
         target_kl=p.target_kl,
         inner_kl_penalty=p.inner_kl_penalty,

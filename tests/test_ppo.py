@@ -474,6 +474,26 @@ def test_target_kl_stops_the_epochs_early() -> None:
     assert runs[1e-12]["train/kl"] > 1e-12
 
 
+def test_linear_meta_lr_decay_reaches_zero_and_then_leaves_theta_alone() -> None:
+    agent = make_agent(make_policy(), ppo_epochs=2, meta_lr=0.01, meta_lr_decay_iterations=2)
+    train, valid = meta_batches(agent)
+    params = agent.policy.parameters
+    rates, moved = [], []
+    for _ in range(3):
+        before = _flat([p.detach().clone() for p in params()])
+        rates.append(agent.step(train, valid)["train/meta_lr"])
+        moved.append(bool((_flat([p.detach() for p in params()]) != before).any()))
+    assert rates == pytest.approx([0.01, 0.005, 0.0])
+    assert moved == [True, True, False]
+    # The schedule's position travels with the state (and older states without it load).
+    fresh = make_agent(make_policy(), meta_lr=0.01, meta_lr_decay_iterations=4)
+    fresh.load_state_dict(agent.state_dict())
+    assert fresh.updates == 3 and fresh.current_meta_lr() == pytest.approx(0.0025)
+    legacy = {k: v for k, v in agent.state_dict().items() if k != "updates"}
+    fresh.load_state_dict(legacy)
+    assert fresh.updates == 0 and fresh.current_meta_lr() == pytest.approx(0.01)
+
+
 def test_max_grad_norm_bounds_the_gradient_adam_sees() -> None:
     policy = make_policy()
     agent = make_agent(policy, ppo_epochs=2, max_grad_norm=1e-3)
@@ -587,6 +607,7 @@ def test_categorical_policy_with_every_inner_objective_and_the_penalty() -> None
         ({"clip_range": 0.0}, "clip_range must be in"),
         ({"ppo_epochs": 0}, "ppo_epochs must be ≥ 1"),
         ({"meta_lr": -1.0}, "meta_lr must be > 0"),
+        ({"meta_lr_decay_iterations": 0}, "meta_lr_decay_iterations must be ≥ 1"),
         ({"max_grad_norm": 0.0}, "max_grad_norm must be > 0"),
         ({"target_kl": 0.0}, "target_kl must be > 0"),
         ({"inner_kl_penalty": -1.0}, "inner_kl_penalty must be ≥ 0"),
@@ -624,7 +645,7 @@ TINY = [
 def test_state_dict_rejects_foreign_states() -> None:
     agent = make_agent(make_policy())
     state = agent.state_dict()
-    assert set(state) == {"policy", "optimizer", "inner_kl_coefs"}
+    assert set(state) == {"policy", "optimizer", "inner_kl_coefs", "updates"}
     with pytest.raises(ValueError, match="exactly the keys"):
         agent.load_state_dict({"policy": state["policy"]})
     with pytest.raises(ValueError, match="2 inner-KL coefficients"):
