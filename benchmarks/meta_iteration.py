@@ -3,6 +3,8 @@
     python benchmarks/meta_iteration.py                        # Navigation2D: 20 x 20 x 100
     python benchmarks/meta_iteration.py --env halfcheetah-dir  # 40 tasks x 20 eps x 200 steps
     python benchmarks/meta_iteration.py --sampler process --workers 4 --device cuda
+    python benchmarks/meta_iteration.py trpo.hvp_dtype=bfloat16 trpo.hvp_subsample=0.25 \
+        update_threads=2                                       # the README's 0.58 s row
 
 Runs ``--warmup + --iterations`` meta-iterations of the real trainer (sampler,
 MAML-TRPO, loggers) with the preset's settings and reports medians over the
