@@ -298,9 +298,10 @@ class Trainer:
         self.env_steps = 0
         self._torch_threads = torch.get_num_threads()  # restored by close()
 
+        sampler = None  # closed again if anything after it fails
         try:
             self.policy = build_policy(config)
-            self.sampler = make_sampler(
+            self.sampler = sampler = make_sampler(
                 config.env.id,
                 self.policy,
                 backend=config.sampler.backend,
@@ -309,10 +310,6 @@ class Trainer:
                 env_kwargs=dict(config.env.kwargs),
                 max_episode_steps=config.env.max_episode_steps,
             )
-        except BaseException:
-            self._discard_unused_run_dir(run_dir)
-            raise
-        try:
             self.agent = build_agent(config, self.policy, self.device)
             if state is not None:
                 self._load_state(state)
@@ -339,7 +336,8 @@ class Trainer:
                 ]
             )
         except BaseException:
-            self.sampler.close()
+            if sampler is not None:
+                sampler.close()
             self._discard_unused_run_dir(run_dir)
             raise
         self._closed = False
