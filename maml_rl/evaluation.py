@@ -309,8 +309,11 @@ def mean_confidence_interval(
 # -- user input ------------------------------------------------------------------------------
 
 
-def parse_fast_lr_schedule(text: str | Sequence[float]) -> tuple[float, ...]:
-    """Parse ``"0.1,0.05"`` (or a sequence) into inner step sizes, all finite and > 0."""
+def _parse_positive_numbers(
+    text: str | Sequence[float], option: str, what: str, example: str
+) -> tuple[float, ...]:
+    """Parse a comma-separated list (or a sequence) of finite numbers > 0 given to
+    ``option``; every error is one line naming the option and the bad item."""
     items: Sequence[Any] = text.split(",") if isinstance(text, str) else text
     out = []
     for item in items:
@@ -318,17 +321,20 @@ def parse_fast_lr_schedule(text: str | Sequence[float]) -> tuple[float, ...]:
             value = float(item.strip() if isinstance(item, str) else item)
         except (TypeError, ValueError):
             raise ValueError(
-                f"--fast-lr-schedule must be comma-separated step sizes like 0.1,0.05, "
+                f"{option} must be comma-separated {what} like {example}, "
                 f"got {text!r} ({item!r} is not a number)"
             ) from None
         if not (math.isfinite(value) and value > 0):
-            raise ValueError(
-                f"--fast-lr-schedule step sizes must be finite and > 0, got {item!r} in {text!r}"
-            )
+            raise ValueError(f"{option} {what} must be finite and > 0, got {item!r} in {text!r}")
         out.append(value)
     if not out:
-        raise ValueError("--fast-lr-schedule is empty; give step sizes like 0.1,0.05")
+        raise ValueError(f"{option} is empty; give {what} like {example}")
     return tuple(out)
+
+
+def parse_fast_lr_schedule(text: str | Sequence[float]) -> tuple[float, ...]:
+    """Parse ``"0.1,0.05"`` (or a sequence) into inner step sizes, all finite and > 0."""
+    return _parse_positive_numbers(text, "--fast-lr-schedule", "step sizes", "0.1,0.05")
 
 
 def default_fast_lr_schedule(fast_lr: float) -> tuple[float, ...]:
@@ -366,21 +372,7 @@ def parse_baselines(text: str | Sequence[str] | None) -> tuple[str, ...]:
 
 def parse_multipliers(text: str | Sequence[float]) -> tuple[float, ...]:
     """Parse SB3 budget multipliers ``"1,10,100"``: finite numbers > 0."""
-    items: Sequence[Any] = text.split(",") if isinstance(text, str) else text
-    out = []
-    for item in items:
-        try:
-            value = float(item.strip() if isinstance(item, str) else item)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"--sb3-multipliers must be comma-separated numbers like 1,10,100, got {text!r}"
-            ) from None
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"--sb3-multipliers must be finite and > 0, got {item!r}")
-        out.append(value)
-    if not out:
-        raise ValueError("--sb3-multipliers is empty; give multipliers like 1,10,100")
-    return tuple(out)
+    return _parse_positive_numbers(text, "--sb3-multipliers", "multipliers", "1,10,100")
 
 
 def _check_int(name: str, value: Any, low: int) -> int:

@@ -40,6 +40,7 @@ from maml_rl.evaluation import (
     mean_confidence_interval,
     parse_baselines,
     parse_fast_lr_schedule,
+    parse_multipliers,
     step_learning_rates,
     t_quantile,
     training_tasks,
@@ -137,9 +138,17 @@ def test_schedule_and_baseline_parsing() -> None:
     assert parse_baselines("oracle,random,oracle") == ("random", "oracle")
     assert parse_baselines("all") == ("random", "pretrained", "oracle", "sb3_ppo")
     assert parse_baselines("") == ()
+    assert parse_multipliers("1, 10,100") == (1.0, 10.0, 100.0)
+    assert parse_multipliers([2, 0.5]) == (2.0, 0.5)
     for bad in ("", "0.1,", "0.1,abc", "0", "-0.1", "nan", "inf"):
-        with pytest.raises(ValueError, match="fast-lr-schedule"):
+        with pytest.raises(ValueError, match=r"^--fast-lr-schedule .*step sizes"):
             parse_fast_lr_schedule(bad)
+        with pytest.raises(ValueError, match=r"^--sb3-multipliers .*multipliers"):
+            parse_multipliers(bad)
+    with pytest.raises(ValueError, match=r"'abc' is not a number"):
+        parse_multipliers("1,abc")
+    with pytest.raises(ValueError, match=r"must be finite and > 0, got '-1'"):
+        parse_fast_lr_schedule("0.1,-1")
     with pytest.raises(ValueError, match="did you mean 'pretrained'"):
         parse_baselines("random,pretrianed")
 
