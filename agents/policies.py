@@ -29,6 +29,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 __all__ = [
+    "INITS",
     "CategoricalMLPPolicy",
     "GaussianMLPPolicy",
     "Params",
@@ -40,6 +41,11 @@ __all__ = [
 Params = dict[str, torch.Tensor]
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
+#: Weight initialisations of the MLP policies' hidden layers: ``default`` (torch's) and
+#: ``xavier`` (Glorot-uniform weights, zero biases, as the original MAML code). The output
+#: layer starts near zero in both.
+INITS: tuple[str, ...] = ("default", "xavier")
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -62,12 +68,15 @@ class Policy(nn.Module):
         out_dim: int,
         hidden_sizes: Sequence[int],
         activation: str,
+        init: str = "default",
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}"
             )
+        if init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
         if obs_dim < 1 or out_dim < 1 or any(h < 1 for h in hidden_sizes):
             raise ValueError(
                 f"layer sizes must be ≥ 1, got obs_dim={obs_dim}, hidden={list(hidden_sizes)}, "
@@ -76,15 +85,22 @@ class Policy(nn.Module):
         self.obs_dim = int(obs_dim)
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.activation = activation
+        self.init = init
         self._act = _ACTIVATIONS[activation]
         sizes = (self.obs_dim, *self.hidden_sizes)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(sizes))
+        hidden = [nn.Linear(a, b) for a, b in pairwise(sizes)]
+        self.layers = nn.ModuleList(hidden)
         self.head = nn.Linear(sizes[-1], out_dim)
-        # Hidden layers keep torch's default init, whose non-zero biases matter here:
-        # with zero biases every ReLU sits exactly at its kink for an all-zero
-        # observation (Navigation2D's start state), and the inner gradient jumps
-        # there. A small output layer starts the policy near its default (zero-mean
-        # or uniform) distribution.
+        if init == "xavier":
+            # The original MAML code's hidden layers: Glorot-uniform weights, zero biases.
+            for layer in hidden:
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        # Otherwise the hidden layers keep torch's default (uniform weights and biases).
+        # Either way a near-zero output layer starts the policy at its default (zero-mean
+        # or uniform) distribution. (The original's Glorot output layer can start the point
+        # of Navigation2D walking off at full speed: pre-update returns of -300 for many
+        # iterations, seen on seed 1.)
         nn.init.xavier_uniform_(self.head.weight, gain=0.01)
         nn.init.zeros_(self.head.bias)
 
@@ -159,6 +175,7 @@ class GaussianMLPPolicy(Policy):
         activation: ``"relu"`` (MAML paper) or ``"tanh"`` (pytorch-maml-rl).
         init_std: initial standard deviation of every action dimension.
         min_log_std: floor on the log-std, for numerical safety.
+        init: weight initialisation, one of :data:`INITS`.
     """
 
     def __init__(
@@ -169,8 +186,9 @@ class GaussianMLPPolicy(Policy):
         activation: str = "relu",
         init_std: float = 1.0,
         min_log_std: float = math.log(1e-6),
+        init: str = "default",
     ) -> None:
-        super().__init__(obs_dim, act_dim, hidden_sizes, activation)
+        super().__init__(obs_dim, act_dim, hidden_sizes, activation, init)
         if not init_std > 0:
             raise ValueError(f"init_std must be > 0, got {init_std}")
         self.act_dim = int(act_dim)
@@ -199,8 +217,9 @@ class CategoricalMLPPolicy(Policy):
         num_actions: int,
         hidden_sizes: Sequence[int] = (100, 100),
         activation: str = "relu",
+        init: str = "default",
     ) -> None:
-        super().__init__(obs_dim, num_actions, hidden_sizes, activation)
+        super().__init__(obs_dim, num_actions, hidden_sizes, activation, init)
         self.num_actions = int(num_actions)
 
     def forward(

@@ -121,6 +121,12 @@ class PolicyConfig(_Validated):
     init_std: float = _field(1.0, gt=0.0)
     """Initial action standard deviation of the Gaussian policy (state-independent, learned)."""
 
+    init: Literal["default", "xavier"] = "default"
+    """Initialisation of the hidden layers: ``default`` (torch's: uniform weights and biases)
+    or ``xavier`` (Glorot-uniform weights, zero biases, as the original MAML code; on
+    Navigation2D it makes the 2nd and 3rd adaptation steps work). The output layer starts
+    near zero in both."""
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig(_Validated):

@@ -164,6 +164,7 @@ def build_policy(config: Config) -> Policy:
             hidden_sizes=p.hidden_sizes,
             activation=p.activation,
             init_std=p.init_std,
+            init=p.init,
         )
     if isinstance(act_space, gym.spaces.Discrete):
         return CategoricalMLPPolicy(
@@ -171,6 +172,7 @@ def build_policy(config: Config) -> Policy:
             int(act_space.n),
             hidden_sizes=p.hidden_sizes,
             activation=p.activation,
+            init=p.init,
         )
     raise ValueError(
         f"{config.env.id}: unsupported action space {act_space} (need a flat Box or Discrete)"

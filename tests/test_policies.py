@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from maml_rl.agents.policies import (
+    INITS,
     CategoricalMLPPolicy,
     GaussianMLPPolicy,
     stack_params,
@@ -96,5 +97,39 @@ def test_parameter_and_observation_errors() -> None:
         GaussianMLPPolicy(2, 2, activation="gelu")
     with pytest.raises(ValueError, match="init_std must be > 0"):
         GaussianMLPPolicy(2, 2, init_std=0.0)
+    with pytest.raises(ValueError, match="init must be one of"):
+        CategoricalMLPPolicy(2, 3, init="glorot")
     with pytest.raises(ValueError, match="needs the task count"):
         stack_params(params)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+def test_initialisations(kind: str) -> None:
+    assert INITS == ("default", "xavier")
+
+    def make(init: str) -> torch.nn.Module:
+        torch.manual_seed(0)
+        if kind == "gaussian":
+            return GaussianMLPPolicy(3, 2, (64, 32), init_std=0.5, init=init)
+        return CategoricalMLPPolicy(3, 4, (64, 32), init=init)
+
+    default, xavier = make("default"), make("xavier")
+    for layer in xavier.layers:
+        # Glorot-uniform: U(-b, b) with b = sqrt(6 / (fan_in + fan_out)); zero biases.
+        fan_out, fan_in = layer.weight.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        w = layer.weight.detach()
+        assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+        assert w.std() == pytest.approx(bound / math.sqrt(3.0), rel=0.15)
+        assert torch.count_nonzero(layer.bias) == 0
+    # The default keeps torch's hidden init (non-zero biases); both start the head near 0.
+    assert all(torch.count_nonzero(layer.bias) > 0 for layer in default.layers)
+    for policy in (default, xavier):
+        head = policy.head.weight.detach()
+        assert 0 < head.abs().max() <= 0.01 * math.sqrt(6.0 / sum(head.shape))
+        assert torch.count_nonzero(policy.head.bias) == 0
+    # Only the weights differ: same parameter set, same log-std.
+    assert [k for k, _ in default.named_parameters()] == [k for k, _ in xavier.named_parameters()]
+    if kind == "gaussian":
+        assert torch.equal(default.log_std, xavier.log_std)
+        assert torch.allclose(default.log_std.exp(), torch.full((2,), 0.5))

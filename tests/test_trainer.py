@@ -217,6 +217,17 @@ def test_every_preset_builds_its_policy_and_agent(path: Path) -> None:
         assert (agent.clip_range, agent.ppo_epochs) == (cfg.ppo.clip_range, cfg.ppo.ppo_epochs)
 
 
+@pytest.mark.parametrize("env_id", ["MetaRL/Navigation2D-v0", "MetaRL/TabularMDP-v0"])
+def test_policy_init_comes_from_the_config(env_id: str) -> None:
+    cfg = tiny(**{"env.id": env_id})
+    default, xavier = build_policy(cfg), build_policy(cfg.replace({"policy.init": "xavier"}))
+    assert (default.init, xavier.init) == ("default", "xavier")
+    assert all(torch.count_nonzero(layer.bias) == 0 for layer in xavier.layers)
+    assert all(torch.count_nonzero(layer.bias) > 0 for layer in default.layers)
+    with pytest.raises(ValueError, match=r"policy\.init must be one of 'default', 'xavier'"):
+        cfg.replace({"policy.init": "glorot"})
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_update_on_cuda(tmp_path: Path) -> None:
     memory = InMemoryLogger()
