@@ -194,7 +194,9 @@ class MAMLPPO(InnerLoop):
         self.clip_range = float(clip_range)
         self.ppo_epochs = int(ppo_epochs)
         self.meta_lr = float(meta_lr)
-        self.meta_lr_decay_iterations = meta_lr_decay_iterations
+        self.meta_lr_decay_iterations = (
+            None if meta_lr_decay_iterations is None else int(meta_lr_decay_iterations)
+        )
         self.updates = 0  # calls of step() so far: the position in the rate schedule
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.target_kl = None if target_kl is None else float(target_kl)
