@@ -5,8 +5,11 @@
         --sb3-multipliers 1,10 --sb3-tasks 10 --sampler process --workers 8
 
 Runs :func:`maml_rl.evaluation.evaluate` on the run's checkpoint with the paper's
-protocol for the family — Navigation2D: 0..3 steps; HalfCheetahDir: 0..1 step;
-20 episodes per task and step; step sizes 0.1 then 0.05 — on 40 held-out tasks
+protocol for the family — Navigation2D: 0..3 steps; HalfCheetahDir: 0..1 step; the
+run's ``eval`` section if its config has one (``configs/navigation2d_trpo_original.yaml``:
+40 episodes per step, step sizes 0.5, 0.2, 0.1), else its ``fast_batch_size`` episodes
+per task and step (20 in the presets) and step sizes ``fast_lr`` then half of it (0.1
+then 0.05) — on 40 held-out tasks
 (HalfCheetahDir has only its two directions: both, 20 times each), with the chosen
 baselines on the same tasks. Prints a markdown table of mean return ± 95 % CI per
 adaptation step next to the MAML paper's numbers (Table 4 / Table 5 of App. C.2);
@@ -58,8 +61,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("run", help="run folder or checkpoint file")
     parser.add_argument("--adapt-steps", type=int, help="default: the paper's for the family")
     parser.add_argument("--num-tasks", type=int, default=40)
-    parser.add_argument("--episodes-per-step", type=int, default=20)
-    parser.add_argument("--fast-lr-schedule", default="0.1,0.05")
+    parser.add_argument("--episodes-per-step", type=int, help="default: the run's")
+    parser.add_argument("--fast-lr-schedule", help="default: the run's")
     parser.add_argument(
         "--baselines", default="random,pretrained,oracle", help="or all (adds sb3_ppo)"
     )
@@ -81,7 +84,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             num_tasks=args.num_tasks,
             adapt_steps=k,
             episodes_per_step=args.episodes_per_step,
-            fast_lr_schedule=parse_fast_lr_schedule(args.fast_lr_schedule),
+            fast_lr_schedule=(
+                parse_fast_lr_schedule(args.fast_lr_schedule) if args.fast_lr_schedule else None
+            ),
             baselines=parse_baselines(args.baselines),
             seed=args.seed,
             sampler=args.sampler,
@@ -113,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append((name, [_cell(m, h) for m, h in zip(c["mean"], c["ci95"], strict=True)]))
     print(f"## {env_id}: {result['task_set']['num_tasks']} tasks "
           f"({'held out' if result['task_set']['held_out'] else 'all of them'}), "
-          f"{settings.episodes_per_step} episodes/step, step sizes "
+          f"{result['settings']['episodes_per_step']} episodes/step, step sizes "
           f"{result['settings']['step_fast_lr']}\n")  # fmt: skip
     print("| method | " + " | ".join(f"{s} steps" for s in range(k + 1)) + " |")
     print("|---" * (k + 2) + "|")

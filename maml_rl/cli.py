@@ -159,12 +159,16 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         "--adapt-steps", type=int, default=3, metavar="K", help="adaptation steps (default 3)"
     )
     p.add_argument(
-        "--episodes-per-step", type=int, metavar="E", help="default: the run's fast_batch_size"
+        "--episodes-per-step",
+        type=int,
+        metavar="E",
+        help="default: the run's eval.episodes_per_step, else its fast_batch_size",
     )
     p.add_argument(
         "--fast-lr-schedule",
         metavar="LR,LR,...",
-        help="step size of each step, the last repeats (default: fast_lr, then fast_lr/2)",
+        help="step size of each step, the last repeats (default: the run's "
+        "eval.fast_lr_schedule, else fast_lr then fast_lr/2)",
     )
     p.add_argument(
         "--baselines",

@@ -26,6 +26,8 @@ The names follow DESIGN.md's vocabulary (``meta_batch_size``, ``fast_batch_size`
             inner step, discounting)
 ``trpo``    the MAML-TRPO outer step (``agent: maml_trpo``)
 ``ppo``     the MAML-PPO outer step (``agent: maml_ppo``)
+``eval``    the defaults of ``maml-rl evaluate`` for the run (its flags override
+            them; training ignores this section)
 =========== ==============================================================
 """
 
@@ -46,6 +48,7 @@ import yaml
 __all__ = [
     "Config",
     "EnvConfig",
+    "EvalConfig",
     "MAMLConfig",
     "PPOConfig",
     "PolicyConfig",
@@ -253,6 +256,22 @@ class PPOConfig(_Validated):
 
 
 @dataclasses.dataclass(frozen=True)
+class EvalConfig(_Validated):
+    """How ``maml-rl evaluate`` adapts this run by default (its flags override these).
+
+    The protocol belongs with the experiment: a preset that reproduces a paper's table
+    carries the paper's test protocol, so ``maml-rl evaluate RUN`` needs no flags.
+    """
+
+    episodes_per_step: int | None = _field(None, ge=1)
+    """Episodes per task and adaptation step; ``null``: ``maml.fast_batch_size``."""
+
+    fast_lr_schedule: tuple[float, ...] | None = _field(None, gt=0.0)
+    """Step size of each adaptation step, the last one repeating; ``null``: ``maml.fast_lr``
+    for the first step and half of it after (the MAML paper's rule)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Config(_Validated):
     """A complete training run. The defaults are the embedded short Navigation2D run."""
 
@@ -306,6 +325,9 @@ class Config(_Validated):
 
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
     """MAML-PPO settings."""
+
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    """Defaults of ``maml-rl evaluate`` for this run (training ignores them)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -17,11 +17,13 @@ or ``maml-rl evaluate RUN_DIR [RUN_DIR …] --adapt-steps 3 --baselines random,o
 (:func:`maml_rl.agents.maml.inner_step`: REINFORCE with the per-task linear baseline
 and normalised advantages, one step for all tasks at once) with the step size
 ``fast_lr_schedule[k - 1]`` (the last entry repeats). The default schedule is the
-MAML paper's test-time rule: the run's ``fast_lr`` for the first step, half of it
-for later ones (0.1 then 0.05 in the paper). The inner objectives the agents offer
-(REINFORCE, ProMP's LVC, DiCE) share their gradient at the sampling policy, so this
-step adapts a run as its own agent's inner step would (up to rounding), whichever
-it trained with; they differ only in the curvature the meta-update sees.
+run's ``eval.fast_lr_schedule`` where its config sets one, else the MAML paper's
+test-time rule: the run's ``fast_lr`` for the first step, half of it for later ones
+(0.1 then 0.05 in the paper); ``eval.episodes_per_step`` likewise sets ``E``. The
+inner objectives the agents offer (REINFORCE, ProMP's LVC, DiCE) share their gradient
+at the sampling policy, so this step adapts a run as its own agent's inner step
+would (up to rounding), whichever it trained with; they differ only in the curvature
+the meta-update sees.
 
 **Held-out tasks.** The trainer draws iteration ``i``'s tasks from
 ``SeedSequence(seed, spawn_key=(1, i))`` (:func:`maml_rl.trainer.iteration_seeds`).
@@ -688,9 +690,10 @@ class EvalSettings:
         env_id: the family the runs must have been trained on (``None``: any one).
         num_tasks: evaluation tasks ``N``.
         adapt_steps: adaptation steps ``K`` (curves have ``K + 1`` points).
-        episodes_per_step: ``E``; default: the run's ``maml.fast_batch_size``.
-        fast_lr_schedule: step sizes (last repeats); default: the run's ``fast_lr``,
-            then half of it.
+        episodes_per_step: ``E``; default: the run's ``eval.episodes_per_step``, else
+            its ``maml.fast_batch_size``.
+        fast_lr_schedule: step sizes (last repeats); default: the run's
+            ``eval.fast_lr_schedule``, else its ``fast_lr`` then half of it.
         baselines: any of :data:`BASELINES`.
         seed: the evaluation seed (tasks, rollouts, baseline initialisation).
         sampler: sampler backend; default: the run's.
@@ -933,8 +936,14 @@ def evaluate(
     env_id = _check_same_family(loaded, settings.env_id)
     first = loaded[0].config
     k_steps = settings.adapt_steps
-    episodes = settings.episodes_per_step or first.maml.fast_batch_size
-    schedule = settings.fast_lr_schedule or default_fast_lr_schedule(first.maml.fast_lr)
+    episodes = (
+        settings.episodes_per_step or first.eval.episodes_per_step or first.maml.fast_batch_size
+    )
+    schedule = (
+        settings.fast_lr_schedule
+        or first.eval.fast_lr_schedule
+        or default_fast_lr_schedule(first.maml.fast_lr)
+    )
     fast_lrs = step_learning_rates(schedule, k_steps)
     baselines = settings.baselines
     seed = settings.seed

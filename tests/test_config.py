@@ -54,7 +54,10 @@ def test_flat_names_every_leaf_once() -> None:
     assert "maml" not in flat
 
 
-@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+ORIGINAL = CONFIGS / "navigation2d_trpo_original.yaml"
+
+
+@pytest.mark.parametrize("path", [p for p in PRESETS if p != ORIGINAL], ids=lambda p: p.name)
 def test_every_preset_loads_with_the_paper_settings(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.policy.hidden_sizes == (100, 100) and cfg.policy.activation == "relu"
@@ -67,6 +70,20 @@ def test_every_preset_loads_with_the_paper_settings(path: Path) -> None:
     assert m.meta_batch_size == (20 if navigation else 40)
     assert m.fast_batch_size == (40 if cfg.env.id == "MetaRL/AntDir-v0" else 20)
     assert cfg.env.max_episode_steps == (100 if navigation else 200)
+
+
+def test_the_original_code_preset_differs_only_where_the_original_did() -> None:
+    cfg = load_config(ORIGINAL)
+    paper = load_config(CONFIGS / "navigation2d_trpo.yaml")
+    differing = {k for k, v in cfg.flat().items() if paper.flat()[k] != v}
+    assert differing == {
+        "num_batches", "policy.init", "maml.meta_batch_size", "maml.fast_lr",
+        "trpo.hvp_dtype", "trpo.hvp_subsample", "eval.episodes_per_step",
+        "eval.fast_lr_schedule",
+    }  # fmt: skip
+    assert (cfg.num_batches, cfg.policy.init) == (100, "xavier")
+    assert (cfg.maml.meta_batch_size, cfg.maml.fast_lr) == (40, 0.5)
+    assert (cfg.eval.episodes_per_step, cfg.eval.fast_lr_schedule) == (40, (0.5, 0.2, 0.1))
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
@@ -87,7 +104,7 @@ def test_every_config_field_has_a_docstring() -> None:
         for obj in vars(config_mod).values()
         if isinstance(obj, type) and dataclasses.is_dataclass(obj)
     ]
-    assert len(sections) == 7
+    assert len(sections) == 8
     for cls in sections:
         body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
         documented = {
@@ -137,6 +154,9 @@ def test_ints_are_accepted_for_float_fields() -> None:
         (["maml=3"], "maml must be a section"),
         (["sampler.ray_address=localhost:6379"], "only used by sampler.backend=ray"),
         (["run_name=a/b"], "run_name must be a plain folder name"),
+        (["eval.fast_lr_schedule=[0.5, 0]"], "eval.fast_lr_schedule must be > 0"),
+        (["eval.fast_lr_schedule=0.5"], "eval.fast_lr_schedule must be a list of numbers or null"),
+        (["eval.episodes_per_step=0"], "eval.episodes_per_step must be ≥ 1, got 0"),
     ],
 )
 def test_bad_values_give_one_error_naming_the_key(overrides: list[str], message: str) -> None:

@@ -332,6 +332,23 @@ def test_the_schedule_changes_only_the_adapted_steps(run_dir: Path) -> None:
     assert b["fast_lr"] == [None, 0.1, 0.5]
 
 
+def test_the_runs_eval_section_sets_the_defaults_and_flags_override_it(tmp_path: Path) -> None:
+    protocol = {"eval.episodes_per_step": 3, "eval.fast_lr_schedule": [0.3, 0.2]}
+    trainer = Trainer(tiny_config(tmp_path, **protocol, num_batches=1), console=False)
+    trainer.train()
+    settings: dict[str, Any] = dict(num_tasks=2, adapt_steps=3, progress=False)
+    result = evaluate([trainer.run_dir], EvalSettings(**settings), out="")
+    assert result["settings"]["episodes_per_step"] == 3
+    assert result["settings"]["step_fast_lr"] == [0.3, 0.2, 0.2]
+    # Three episodes per step were sampled: more steps than two whole episodes.
+    assert result["runs"][0]["curve"]["env_steps_per_task"][0] > 2 * HORIZON
+    flags = EvalSettings(**settings, episodes_per_step=2, fast_lr_schedule=(0.1,))
+    result = evaluate([trainer.run_dir], flags, out="")
+    assert result["settings"]["episodes_per_step"] == 2
+    assert result["settings"]["step_fast_lr"] == [0.1, 0.1, 0.1]
+    assert result["runs"][0]["curve"]["env_steps_per_task"][0] <= 2 * HORIZON
+
+
 def test_several_runs_share_tasks_and_plot_together(
     run_dir: Path, maml_eval: tuple[dict, Path], tmp_path: Path
 ) -> None:
