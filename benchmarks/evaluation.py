@@ -32,14 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maml_rl.evaluation import (
-    EvalSettings,
-    evaluate,
-    load_run,
-    parse_baselines,
-    parse_fast_lr_schedule,
-    parse_multipliers,
-)
+from maml_rl.cli import evaluate_settings
+from maml_rl.evaluation import evaluate, load_run
 
 #: Average return on new tasks after k = 0, 1, 2, 3 gradient steps (MAML paper, App. C.2).
 PAPER = {
@@ -79,23 +73,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         run = load_run(args.run)
         env_id = run.config.env.id
-        k = args.adapt_steps if args.adapt_steps is not None else PAPER_STEPS.get(env_id, 3)
-        settings = EvalSettings(
-            num_tasks=args.num_tasks,
-            adapt_steps=k,
-            episodes_per_step=args.episodes_per_step,
-            fast_lr_schedule=(
-                parse_fast_lr_schedule(args.fast_lr_schedule) if args.fast_lr_schedule else None
-            ),
-            baselines=parse_baselines(args.baselines),
-            seed=args.seed,
-            sampler=args.sampler,
-            num_workers=args.workers,
-            pretrain_iterations=args.pretrain_iterations,
-            sb3_multipliers=parse_multipliers(args.sb3_multipliers),
-            sb3_tasks=args.sb3_tasks,
-            progress=not args.no_progress,
-        )
+        if args.adapt_steps is None:
+            args.adapt_steps = PAPER_STEPS.get(env_id, 3)
+        k = args.adapt_steps
+        settings = evaluate_settings(args)
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     out = Path(args.out) if args.out else run.path.parent / "eval-paper"

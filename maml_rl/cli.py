@@ -18,6 +18,10 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from maml_rl.evaluation import EvalSettings
 
 
 class UserError(Exception):
@@ -105,19 +109,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
+def evaluate_settings(args: argparse.Namespace) -> EvalSettings:
+    """The :class:`~maml_rl.evaluation.EvalSettings` that ``maml-rl evaluate``'s flags ask
+    for (``benchmarks/evaluation.py`` has the same flags, but ``--env``).
+
+    Raises:
+        ValueError: one line naming the bad flag value.
+    """
     from maml_rl.evaluation import (
         EvalSettings,
-        default_out_dir,
-        evaluate,
-        format_summary,
         parse_baselines,
         parse_fast_lr_schedule,
         parse_multipliers,
     )
 
     settings = EvalSettings(
-        env_id=args.env,
+        env_id=getattr(args, "env", None),
         num_tasks=args.num_tasks,
         adapt_steps=args.adapt_steps,
         episodes_per_step=args.episodes_per_step,
@@ -133,6 +140,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         sb3_tasks=args.sb3_tasks,
         progress=not args.no_progress,
     )
+    return settings
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from maml_rl.evaluation import default_out_dir, evaluate, format_summary
+
+    settings = evaluate_settings(args)
     out = args.out if args.out is not None else default_out_dir(args.runs)
     result = evaluate(args.runs, settings, out)
     print(format_summary(result))
