@@ -455,6 +455,29 @@ class InnerLoop:
             normalize=self.normalize_advantages,
         )  # fmt: skip
 
+    def adapt(
+        self,
+        params: Mapping[str, torch.Tensor],
+        batch: EpisodeBatch,
+        *,
+        create_graph: bool = False,
+    ) -> Params:
+        """One inner policy-gradient step for every task of ``batch``.
+
+        Args:
+            params: ``θ`` (unstacked, shared by all tasks) or stacked ``[N, ...]``
+                parameters from a previous step.
+            batch: episodes sampled with ``params``, ``N`` tasks.
+            create_graph: keep the result differentiable w.r.t. ``params`` (to second
+                order unless ``first_order``); False returns detached parameters, for
+                sampling.
+
+        Returns:
+            Stacked adapted parameters ``[N, ...]`` on the learner's device.
+        """
+        params = {k: v.to(self.device) for k, v in params.items()}
+        return self._inner_step(params, batch, create_graph)
+
     def _inner_step(
         self, params: Mapping[str, torch.Tensor], batch: EpisodeBatch, create_graph: bool
     ) -> Params:

@@ -51,7 +51,7 @@ from maml_rl.agents.maml import (
     check_meta_batches,
     detach_distribution,
 )
-from maml_rl.agents.policies import Params, Policy
+from maml_rl.agents.policies import Policy
 from maml_rl.batch import EpisodeBatch
 
 __all__ = ["MAMLPPO", "clipped_surrogate", "update_kl_coefficient"]
@@ -207,30 +207,6 @@ class MAMLPPO(InnerLoop):
         # One coefficient per inner step, as ProMP (each step's KL adapts its own).
         self.inner_kl_coefs = [float(inner_kl_penalty)] * self.num_adapt_steps
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.meta_lr)
-
-    # -- inner loop ----------------------------------------------------------------
-    def adapt(
-        self,
-        params: Mapping[str, torch.Tensor],
-        batch: EpisodeBatch,
-        *,
-        create_graph: bool = False,
-    ) -> Params:
-        """One inner policy-gradient step for every task of ``batch``.
-
-        Args:
-            params: ``θ`` (unstacked, shared by all tasks) or stacked ``[N, ...]``
-                parameters from a previous step.
-            batch: episodes sampled with ``params``, ``N`` tasks.
-            create_graph: keep the result differentiable w.r.t. ``params`` (to second
-                order unless ``first_order``); False returns detached parameters, for
-                sampling.
-
-        Returns:
-            Stacked adapted parameters ``[N, ...]`` on the learner's device.
-        """
-        params = {k: v.to(self.device) for k, v in params.items()}
-        return self._inner_step(params, batch, create_graph)
 
     def current_meta_lr(self) -> float:
         """Adam's rate for the next :meth:`step` (``meta_lr``, or its linear decay)."""

@@ -261,19 +261,8 @@ class MAMLTRPO(InnerLoop):
         *,
         create_graph: bool = False,
     ) -> Params:
-        """One inner policy-gradient step for every task of ``batch``.
-
-        Args:
-            params: ``θ`` (unstacked, shared by all tasks) or stacked ``[N, ...]``
-                parameters from a previous step.
-            batch: episodes sampled with ``params``, ``N`` tasks.
-            create_graph: keep the result differentiable w.r.t. ``params`` (to second
-                order unless ``first_order``); False returns detached parameters, for
-                sampling.
-
-        Returns:
-            Stacked adapted parameters ``[N, ...]`` on the learner's device.
-        """
+        """:meth:`InnerLoop.adapt`; for sampling (``create_graph=False``) through the
+        hand-derived forward pass where the policy allows it."""
         params = {k: v.to(self.device) for k, v in params.items()}
         if not create_graph and self._structured():
             with torch.no_grad():
