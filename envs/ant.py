@@ -12,9 +12,10 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
 from maml_rl.envs.locomotion import (
     RESET_NOISE_SCALE,
-    DirectionTask,
+    DirectionFamily,
     MujocoTaskFamily,
     Transition,
+    VelocityFamily,
     VelocityTask,
     sum_squares,
 )
@@ -185,7 +186,7 @@ class _AntFamily(MujocoTaskFamily, AntEnv):
         return reward, ~healthy, info
 
 
-class AntVelEnv(_AntFamily):
+class AntVelEnv(VelocityFamily, _AntFamily):
     __doc__ = (
         """Ant that must walk forward at a target velocity it cannot observe.
 
@@ -219,25 +220,11 @@ class AntVelEnv(_AntFamily):
     _task_term = "reward_velocity"
 
     @classmethod
-    def default_task(cls) -> Task:
-        return AntVelTask(velocity=1.0)
-
-    @classmethod
-    def sample_tasks(cls, n: int, rng: np.random.Generator) -> list[Task]:
-        cls._check_sample_args(n, rng)
-        velocities = rng.uniform(VELOCITY_LOW, VELOCITY_HIGH, size=n)
-        return [AntVelTask(velocity=float(v)) for v in velocities]
-
-    @classmethod
-    def _task_params(cls, tasks: Sequence[Task]) -> np.ndarray:
-        return np.array([[t.velocity] for t in tasks], dtype=np.float64)  # type: ignore[attr-defined]
-
-    @classmethod
     def _task_reward(cls, params: np.ndarray, tr: Transition, velocity: np.ndarray) -> np.ndarray:
         return -np.abs(velocity[:, 0] - params[:, 0])
 
 
-class AntDirEnv(_AntFamily):
+class AntDirEnv(DirectionFamily, _AntFamily):
     __doc__ = (
         """Ant that must walk forward or backward along x, without being told which.
 
@@ -265,23 +252,7 @@ class AntDirEnv(_AntFamily):
     """
     )
 
-    task_cls = DirectionTask
-    task_distribution = "direction ∈ {-1, +1}, p = 0.5 each"
     _task_term = "reward_forward"
-
-    @classmethod
-    def default_task(cls) -> Task:
-        return DirectionTask(direction=1.0)
-
-    @classmethod
-    def sample_tasks(cls, n: int, rng: np.random.Generator) -> list[Task]:
-        cls._check_sample_args(n, rng)
-        directions = np.where(rng.random(n) < 0.5, -1.0, 1.0)
-        return [DirectionTask(direction=float(d)) for d in directions]
-
-    @classmethod
-    def _task_params(cls, tasks: Sequence[Task]) -> np.ndarray:
-        return np.array([[t.direction] for t in tasks], dtype=np.float64)  # type: ignore[attr-defined]
 
     @classmethod
     def _task_reward(cls, params: np.ndarray, tr: Transition, velocity: np.ndarray) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import mujoco
@@ -12,9 +11,10 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
 from maml_rl.envs.locomotion import (
     RESET_NOISE_SCALE,
-    DirectionTask,
+    DirectionFamily,
     MujocoTaskFamily,
     Transition,
+    VelocityFamily,
     VelocityTask,
     sum_squares,
 )
@@ -108,7 +108,7 @@ class _HalfCheetahFamily(MujocoTaskFamily, HalfCheetahEnv):
         return x_velocity, CTRL_COST_WEIGHT * sum_squares(tr.action)
 
 
-class HalfCheetahVelEnv(_HalfCheetahFamily):
+class HalfCheetahVelEnv(VelocityFamily, _HalfCheetahFamily):
     __doc__ = (
         """HalfCheetah that must run at a target forward velocity it cannot observe.
 
@@ -145,20 +145,6 @@ class HalfCheetahVelEnv(_HalfCheetahFamily):
     task_distribution = "velocity ~ U[0, 2] m/s"
 
     @classmethod
-    def default_task(cls) -> Task:
-        return HalfCheetahVelTask(velocity=1.0)
-
-    @classmethod
-    def sample_tasks(cls, n: int, rng: np.random.Generator) -> list[Task]:
-        cls._check_sample_args(n, rng)
-        velocities = rng.uniform(VELOCITY_LOW, VELOCITY_HIGH, size=n)
-        return [HalfCheetahVelTask(velocity=float(v)) for v in velocities]
-
-    @classmethod
-    def _task_params(cls, tasks: Sequence[Task]) -> np.ndarray:
-        return np.array([[t.velocity] for t in tasks], dtype=np.float64)  # type: ignore[attr-defined]
-
-    @classmethod
     def _evaluate(
         cls, params: np.ndarray, tr: Transition
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -174,7 +160,7 @@ class HalfCheetahVelEnv(_HalfCheetahFamily):
         return reward, np.zeros(len(reward), dtype=bool), info
 
 
-class HalfCheetahDirEnv(_HalfCheetahFamily):
+class HalfCheetahDirEnv(DirectionFamily, _HalfCheetahFamily):
     __doc__ = (
         """HalfCheetah that must run forward or backward, without being told which.
 
@@ -203,23 +189,6 @@ class HalfCheetahDirEnv(_HalfCheetahFamily):
     * v0: initial version (Gymnasium HalfCheetah-v5, mujoco ≥ 3).
     """
     )
-
-    task_cls = DirectionTask
-    task_distribution = "direction ∈ {-1, +1}, p = 0.5 each"
-
-    @classmethod
-    def default_task(cls) -> Task:
-        return DirectionTask(direction=1.0)
-
-    @classmethod
-    def sample_tasks(cls, n: int, rng: np.random.Generator) -> list[Task]:
-        cls._check_sample_args(n, rng)
-        directions = np.where(rng.random(n) < 0.5, -1.0, 1.0)
-        return [DirectionTask(direction=float(d)) for d in directions]
-
-    @classmethod
-    def _task_params(cls, tasks: Sequence[Task]) -> np.ndarray:
-        return np.array([[t.direction] for t in tasks], dtype=np.float64)  # type: ignore[attr-defined]
 
     @classmethod
     def _evaluate(

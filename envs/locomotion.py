@@ -33,9 +33,11 @@ from maml_rl.tasks import Task, TaskFamily
 
 __all__ = [
     "BatchedMujocoEnv",
+    "DirectionFamily",
     "DirectionTask",
     "MujocoTaskFamily",
     "Transition",
+    "VelocityFamily",
     "VelocityTask",
     "sum_squares",
 ]
@@ -223,6 +225,57 @@ class MujocoTaskFamily(TaskFamily):
         return BatchedMujocoEnv(
             cls, num_envs, cls.horizon if max_episode_steps is None else max_episode_steps
         )
+
+
+class VelocityFamily(MujocoTaskFamily):
+    """The task half of a target-velocity family: ``velocity ~ U[low, high]`` over the
+    range in ``task_cls.bounds`` (a :class:`VelocityTask` subclass), 1 m/s by default.
+
+    Use as ``class AntVelEnv(VelocityFamily, _AntFamily)``; the family still writes its
+    reward (:meth:`MujocoTaskFamily._evaluate`), reading the velocity as ``params[:, 0]``.
+    """
+
+    task_cls: ClassVar[type[VelocityTask]]
+
+    @classmethod
+    def default_task(cls) -> Task:
+        return cls.task_cls(velocity=1.0)
+
+    @classmethod
+    def sample_tasks(cls, n: int, rng: np.random.Generator) -> list[Task]:
+        cls._check_sample_args(n, rng)
+        low, high = cls.task_cls.bounds["velocity"]
+        return [cls.task_cls(velocity=float(v)) for v in rng.uniform(low, high, size=n)]
+
+    @classmethod
+    def _task_params(cls, tasks: Sequence[Task]) -> np.ndarray:
+        return np.array([[t.velocity] for t in tasks], dtype=np.float64)  # type: ignore[attr-defined]
+
+
+class DirectionFamily(MujocoTaskFamily):
+    """The task half of a forward/backward family: ``direction ∈ {−1, +1}`` with
+    probability 0.5 each (:class:`DirectionTask`), ``+1`` by default.
+
+    Use as ``class AntDirEnv(DirectionFamily, _AntFamily)``; the family still writes its
+    reward, reading the direction as ``params[:, 0]``.
+    """
+
+    task_cls = DirectionTask
+    task_distribution = "direction ∈ {-1, +1}, p = 0.5 each"
+
+    @classmethod
+    def default_task(cls) -> Task:
+        return DirectionTask(direction=1.0)
+
+    @classmethod
+    def sample_tasks(cls, n: int, rng: np.random.Generator) -> list[Task]:
+        cls._check_sample_args(n, rng)
+        directions = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+        return [DirectionTask(direction=float(d)) for d in directions]
+
+    @classmethod
+    def _task_params(cls, tasks: Sequence[Task]) -> np.ndarray:
+        return np.array([[t.direction] for t in tasks], dtype=np.float64)  # type: ignore[attr-defined]
 
 
 class BatchedMujocoEnv(BatchedTaskEnv):
