@@ -17,6 +17,7 @@ from maml_rl.envs.locomotion import (
     Transition,
     VelocityFamily,
     VelocityTask,
+    mujoco_warnings_to_python,
     sum_squares,
 )
 from maml_rl.tasks import Task
@@ -121,19 +122,20 @@ class _AntFamily(MujocoTaskFamily, AntEnv):
     ) -> None:
         # The weights are also given to v5 so that its own properties
         # (contact_cost, healthy_reward, ...) agree with this family's reward.
-        AntEnv.__init__(
-            self,
-            ctrl_cost_weight=CTRL_COST_WEIGHT,
-            contact_cost_weight=CONTACT_COST_WEIGHT,
-            healthy_reward=SURVIVE_REWARD,
-            main_body=TORSO,
-            healthy_z_range=HEALTHY_Z_RANGE,
-            contact_force_range=CONTACT_FORCE_RANGE,
-            reset_noise_scale=RESET_NOISE_SCALE,
-            render_mode=render_mode,
-            width=width,
-            height=height,
-        )
+        with mujoco_warnings_to_python():  # the model compiles here
+            AntEnv.__init__(
+                self,
+                ctrl_cost_weight=CTRL_COST_WEIGHT,
+                contact_cost_weight=CONTACT_COST_WEIGHT,
+                healthy_reward=SURVIVE_REWARD,
+                main_body=TORSO,
+                healthy_z_range=HEALTHY_Z_RANGE,
+                contact_force_range=CONTACT_FORCE_RANGE,
+                reset_noise_scale=RESET_NOISE_SCALE,
+                render_mode=render_mode,
+                width=width,
+                height=height,
+            )
         self._init_family(task, render_mode, width, height)
 
     @staticmethod

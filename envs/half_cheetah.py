@@ -16,6 +16,7 @@ from maml_rl.envs.locomotion import (
     Transition,
     VelocityFamily,
     VelocityTask,
+    mujoco_warnings_to_python,
     sum_squares,
 )
 from maml_rl.tasks import Task
@@ -81,14 +82,15 @@ class _HalfCheetahFamily(MujocoTaskFamily, HalfCheetahEnv):
         width: int = 480,
         height: int = 480,
     ) -> None:
-        HalfCheetahEnv.__init__(
-            self,
-            ctrl_cost_weight=CTRL_COST_WEIGHT,
-            reset_noise_scale=RESET_NOISE_SCALE,
-            render_mode=render_mode,
-            width=width,
-            height=height,
-        )
+        with mujoco_warnings_to_python():  # the model compiles here
+            HalfCheetahEnv.__init__(
+                self,
+                ctrl_cost_weight=CTRL_COST_WEIGHT,
+                reset_noise_scale=RESET_NOISE_SCALE,
+                render_mode=render_mode,
+                width=width,
+                height=height,
+            )
         self._init_family(task, render_mode, width, height)
 
     @staticmethod

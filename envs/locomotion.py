@@ -19,8 +19,10 @@ sum (:func:`sum_squares`), the batched env reproduces the single env **bitwise**
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
@@ -39,6 +41,7 @@ __all__ = [
     "Transition",
     "VelocityFamily",
     "VelocityTask",
+    "mujoco_warnings_to_python",
     "sum_squares",
 ]
 
@@ -65,6 +68,37 @@ class DirectionTask(Task):
     direction: float
 
     choices: ClassVar = {"direction": (-1.0, 1.0)}
+
+
+#: MuJoCo warnings about the Gymnasium models that the families pin on purpose.
+KNOWN_MODEL_WARNINGS = (
+    # half_cheetah.xml's <compiler settotalmass="14">, deprecated in MuJoCo 4; the
+    # family keeps v5's model (and its masses) exactly.
+    "compiler attribute 'settotalmass' is deprecated",
+)
+
+
+@contextlib.contextmanager
+def mujoco_warnings_to_python(ignore: Sequence[str] = KNOWN_MODEL_WARNINGS) -> Iterator[None]:
+    """Route MuJoCo's warnings to Python's :mod:`warnings` while the block runs.
+
+    MuJoCo's default handler prints each warning and appends it to ``MUJOCO_LOG.TXT``
+    in the working directory — a file that grew by a line per env built, wherever
+    ``maml-rl`` ran. Inside the block a warning containing one of ``ignore`` is
+    dropped and any other becomes a ``RuntimeWarning``; the previous handler is
+    restored after.
+    """
+
+    def handler(message: str) -> None:
+        if not any(known in message for known in ignore):
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 def sum_squares(x: np.ndarray) -> np.ndarray:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -18,7 +20,7 @@ from maml_rl.envs import (
     HalfCheetahDirEnv,
     HalfCheetahVelEnv,
 )
-from maml_rl.envs.locomotion import sum_squares
+from maml_rl.envs.locomotion import mujoco_warnings_to_python, sum_squares
 from maml_rl.tasks import family_class, family_ids, make_family, unwrap_family
 
 MUJOCO_IDS = [
@@ -410,3 +412,30 @@ def test_cli_lists_every_family(capsys: pytest.CaptureFixture[str]) -> None:
         (line,) = [ln for ln in lines if ln.split()[0] == env_id]
         assert line.split()[1] == str(cls.horizon)
         assert cls.task_distribution in line
+
+
+@pytest.mark.parametrize("env_id", ["MetaRL/HalfCheetahVel-v0", "MetaRL/AntDir-v0"])
+def test_building_a_mujoco_family_leaves_no_log_file_and_no_handler(
+    env_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MuJoCo's default warning handler appends to MUJOCO_LOG.TXT in the working folder;
+    # half_cheetah.xml's deprecated settotalmass used to add a line per env built.
+    monkeypatch.chdir(tmp_path)
+    before = mujoco.get_mju_user_warning()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the known warning is dropped, not re-raised
+        make_family(env_id).close()
+        family_class(env_id).make_batched(2).close()
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert mujoco.get_mju_user_warning() is before
+
+
+def test_other_mujoco_warnings_become_python_warnings() -> None:
+    with mujoco_warnings_to_python(ignore=("known",)):
+        handler = mujoco.get_mju_user_warning()
+        assert handler is not None
+        with pytest.warns(RuntimeWarning, match="MuJoCo: something else"):
+            handler("something else")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            handler("a known one")  # dropped
