@@ -123,7 +123,7 @@ def evaluate_settings(args: argparse.Namespace) -> EvalSettings:
         parse_multipliers,
     )
 
-    settings = EvalSettings(
+    return EvalSettings(
         env_id=getattr(args, "env", None),
         num_tasks=args.num_tasks,
         adapt_steps=args.adapt_steps,
@@ -140,7 +140,6 @@ def evaluate_settings(args: argparse.Namespace) -> EvalSettings:
         sb3_tasks=args.sb3_tasks,
         progress=not args.no_progress,
     )
-    return settings
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
