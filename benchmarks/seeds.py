@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from maml_rl.config import load_config
 from maml_rl.evaluation import (
     EvalSettings,
     evaluate,
@@ -57,22 +58,16 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(seeds)
 
 
-def _trained(run_dir: Path, num_batches: int | None) -> bool:
+def _trained(run_dir: Path, num_batches: int) -> bool:
     checkpoint = run_dir / "checkpoint.pt"
-    if not checkpoint.is_file():
-        return False
-    run = load_run(checkpoint)
-    return num_batches is None or run.iteration >= num_batches
+    return checkpoint.is_file() and load_run(checkpoint).iteration >= num_batches
 
 
 def train_seeds(
     config: str, seeds: list[int], out: Path, overrides: list[str], jobs: int
 ) -> list[Path]:
     """Train the seeds missing under ``out`` (``jobs`` processes at a time)."""
-    num_batches = None
-    for item in overrides:
-        if item.startswith("num_batches="):
-            num_batches = int(item.split("=", 1)[1])
+    num_batches = load_config(config, overrides).num_batches  # also checks the overrides
     runs = [out / f"seed{s}" for s in seeds]
     todo = [(s, r) for s, r in zip(seeds, runs, strict=True) if not _trained(r, num_batches)]
     running: list[tuple[int, subprocess.Popen[bytes], Path]] = []
@@ -155,7 +150,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         out = Path(args.out) if args.out else Path("runs") / f"seeds-{Path(args.config).stem}"
         out.mkdir(parents=True, exist_ok=True)
-        runs = train_seeds(args.config, seeds, out, args.overrides, args.jobs)
+        try:
+            runs = train_seeds(args.config, seeds, out, args.overrides, args.jobs)
+        except ValueError as exc:  # a bad preset or override: one line
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
     train_s = time.perf_counter() - t0
     try:
         result = evaluate(runs, settings, out / "eval")
