@@ -6,14 +6,35 @@ them). Each MuJoCo family also offers ``make_batched(num_envs)``, a natively
 batched version that reproduces the single env bitwise.
 """
 
+import importlib.util as _ilu
+import os as _os
+
+
+def _pin_glfw_library() -> None:
+    # Gymnasium's MuJoCo envs import `glfw` (for on-screen rendering) even when
+    # nothing is rendered, and pyglfw then probes every candidate libglfw in a
+    # fresh `python -c` subprocess, which every sampler worker would pay at start-up.
+    # Pointing PYGLFW_LIBRARY at the library pyglfw ships skips the probing.
+    if _os.environ.get("PYGLFW_LIBRARY"):
+        return
+    spec = _ilu.find_spec("glfw")
+    if spec is None or spec.origin is None:
+        return
+    lib = _os.path.join(_os.path.dirname(spec.origin), "x11", "libglfw.so")
+    if _os.path.isfile(lib):
+        _os.environ["PYGLFW_LIBRARY"] = lib
+
+
+_pin_glfw_library()  # before any module below imports gymnasium's MuJoCo envs
+
 from maml_rl.envs.ant import AntDirEnv, AntGoalEnv, AntGoalTask, AntVelEnv, AntVelTask
 from maml_rl.envs.bandit import Bandit5Env, Bandit10Env, Bandit50Env, BanditTask
-from maml_rl.envs.batched import BatchedTaskEnv
 from maml_rl.envs.half_cheetah import HalfCheetahDirEnv, HalfCheetahVelEnv, HalfCheetahVelTask
 from maml_rl.envs.locomotion import BatchedMujocoEnv, DirectionTask, VelocityTask
 from maml_rl.envs.navigation import BatchedNavigation2D, GoalTask2D, Navigation2DEnv
 from maml_rl.envs.tabular_mdp import TabularMDPEnv, TabularMDPTask
 from maml_rl.tasks import register_family
+from maml_rl.vector import BatchedTaskEnv
 
 __all__ = [
     "AntDirEnv",

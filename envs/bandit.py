@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from maml_rl.envs.batched import BatchedTaskEnv
 from maml_rl.tasks import Task, TaskFamily
+from maml_rl.vector import BatchedTaskEnv
 
 __all__ = [
     "Bandit5Env",
@@ -190,7 +190,7 @@ class Bandit50Env(BernoulliBanditEnv):
 
 
 class BatchedBernoulliBandit(BatchedTaskEnv):
-    """``K`` bandits of one family as arrays (contract: :mod:`maml_rl.envs.batched`).
+    """``K`` bandits of one family as arrays (contract: :mod:`maml_rl.vector`).
 
     Env ``k`` draws its reward from its own generator, seeded as the single env's
     ``np_random`` (``reset(seed=[s_k])``), so rewards equal those of ``K`` single
@@ -231,10 +231,8 @@ class BatchedBernoulliBandit(BatchedTaskEnv):
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         arms = self._check_actions(actions)
-        if self.np_randoms[0] is None:
-            raise gym.error.ResetNeeded("call reset() before step()")
         # One draw per env from its own generator: the single env's draw, in order.
-        uniforms = np.array([rng.random() for rng in self.np_randoms])
+        uniforms = np.array([rng.random() for rng in self._generators()])
         rewards = _pull(self._probs, arms, uniforms)
         terminated = np.ones(self.num_envs, dtype=bool)
         info = {"prob": self._probs[np.arange(self.num_envs), arms]}

@@ -30,8 +30,8 @@ import mujoco
 import numpy as np
 from gymnasium import spaces, utils
 
-from maml_rl.envs.batched import BatchedTaskEnv
 from maml_rl.tasks import Task, TaskFamily
+from maml_rl.vector import BatchedTaskEnv
 
 __all__ = [
     "BatchedMujocoEnv",
@@ -315,7 +315,7 @@ class DirectionFamily(MujocoTaskFamily):
 class BatchedMujocoEnv(BatchedTaskEnv):
     """``K`` simulations of one MuJoCo task family: ``K`` ``MjData`` of one ``MjModel``.
 
-    Contract: :mod:`maml_rl.envs.batched`. ``reset(seed=[s_k])`` draws env ``k``'s
+    Contract: :mod:`maml_rl.vector`. ``reset(seed=[s_k])`` draws env ``k``'s
     start state from ``gymnasium.utils.seeding.np_random(s_k)`` exactly as the
     single env does; then each ``step`` gives, bitwise, the single env's
     observations, rewards, ``terminated`` and ``truncated`` for the same actions.

@@ -10,8 +10,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from maml_rl.envs.batched import BatchedTaskEnv
 from maml_rl.tasks import Task, TaskFamily
+from maml_rl.vector import BatchedTaskEnv
 
 __all__ = ["BatchedNavigation2D", "GoalTask2D", "Navigation2DEnv"]
 
@@ -152,7 +152,7 @@ class BatchedNavigation2D(BatchedTaskEnv):
     """``num_envs`` Navigation2D points stepped as one array.
 
     Gives exactly the observations, rewards and truncations of ``num_envs``
-    :class:`Navigation2DEnv` instances (see :mod:`maml_rl.envs.batched`).
+    :class:`Navigation2DEnv` instances (see :mod:`maml_rl.vector`).
     """
 
     task_cls = GoalTask2D

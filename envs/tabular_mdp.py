@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from maml_rl.envs.batched import BatchedTaskEnv
 from maml_rl.tasks import Task, TaskFamily
+from maml_rl.vector import BatchedTaskEnv
 
 __all__ = ["BatchedTabularMDP", "TabularMDPEnv", "TabularMDPTask"]
 
@@ -205,7 +205,7 @@ class TabularMDPEnv(TaskFamily, gym.Env[np.ndarray, np.int64]):
 
 
 class BatchedTabularMDP(BatchedTaskEnv):
-    """``K`` tabular MDPs as arrays (contract: :mod:`maml_rl.envs.batched`).
+    """``K`` tabular MDPs as arrays (contract: :mod:`maml_rl.vector`).
 
     Env ``k`` draws its noise and next state from its own generator, seeded as
     the single env's ``np_random``, so everything equals ``K`` single envs
@@ -240,11 +240,9 @@ class BatchedTabularMDP(BatchedTaskEnv):
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = self._check_actions(actions)
-        if self.np_randoms[0] is None:
-            raise gym.error.ResetNeeded("call reset() before step()")
         draws = np.empty((2, self.num_envs))
         # Per env and in the single env's order: the reward noise, then the uniform.
-        for k, rng in enumerate(self.np_randoms):
+        for k, rng in enumerate(self._generators()):
             draws[0, k] = rng.standard_normal()
             draws[1, k] = rng.random()
         rows = np.arange(self.num_envs)

@@ -50,9 +50,9 @@ import torch
 from torch import nn
 
 from maml_rl.batch import EpisodeBatch
-from maml_rl.envs.batched import BatchedTaskEnv
+from maml_rl.seeding import task_streams
 from maml_rl.tasks import Task, family_class, register_family
-from maml_rl.vector import make_task_env
+from maml_rl.vector import BatchedTaskEnv, make_task_env
 
 __all__ = [
     "ALIGN_BYTES",
@@ -537,31 +537,6 @@ class BatchLayout:
 
 
 # -- randomness ----------------------------------------------------------------------
-
-
-def task_streams(
-    seed: int, task_index: int, episodes: int, horizon: int, noise_dim: int, discrete: bool
-) -> tuple[list[int], np.ndarray]:
-    """The random numbers of task ``task_index``'s episodes in a call with ``seed``.
-
-    Both come from ``SeedSequence(seed, spawn_key=(task_index,))`` alone, whatever
-    the worker layout; both are prefix-stable in ``episodes`` (episode ``e`` gets
-    the same numbers whether the call has ``E`` or more episodes).
-
-    Returns:
-        The env reset seed of each episode (``[E]`` ints) and its action noise
-        ``[E, T, noise_dim]`` float32: standard normal for Gaussian policies
-        (``action = mean + std * noise``), standard Gumbel for discrete actions
-        (``action = argmax(logits + noise)``, the Gumbel-max trick).
-    """
-    reset_ss, noise_ss = np.random.SeedSequence(seed, spawn_key=(task_index,)).spawn(2)
-    seeds = [int(s) for s in reset_ss.generate_state(episodes, np.uint64)]
-    rng = np.random.Generator(np.random.PCG64(noise_ss))
-    if discrete:
-        noise = rng.gumbel(size=(episodes, horizon, noise_dim)).astype(np.float32)
-    else:
-        noise = rng.standard_normal((episodes, horizon, noise_dim), dtype=np.float32)
-    return seeds, noise
 
 
 # -- how it runs ---------------------------------------------------------------------

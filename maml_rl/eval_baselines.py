@@ -35,10 +35,9 @@ from torch.distributions import kl_divergence
 from maml_rl.agents.maml import TaskSamples, detach_distribution
 from maml_rl.agents.policies import Policy
 from maml_rl.batch import EpisodeBatch
-from maml_rl.envs.batched import BatchedTaskEnv
 from maml_rl.optim import backtracking_line_search, conjugate_gradient
 from maml_rl.tasks import Task, TaskFamily, family_class, register_family, unwrap_family
-from maml_rl.vector import make_task_env
+from maml_rl.vector import BatchedTaskEnv, make_task_env
 
 __all__ = [
     "BatchedTaskObservation",

@@ -26,7 +26,7 @@ would (up to rounding), whichever it trained with; they differ only in the curva
 the meta-update sees.
 
 **Held-out tasks.** The trainer draws iteration ``i``'s tasks from
-``SeedSequence(seed, spawn_key=(1, i))`` (:func:`maml_rl.trainer.iteration_seeds`).
+``SeedSequence(seed, spawn_key=(1, i))`` (:func:`maml_rl.seeding.iteration_seeds`).
 Evaluation draws from ``SeedSequence([EVAL_ENTROPY_TAG, eval_seed])``, whose entropy
 differs from every training stream's, so the two never share a stream whatever the
 seeds. As a guarantee rather than a probability, the training tasks of every
@@ -114,13 +114,13 @@ from maml_rl.agents.policies import Params, Policy
 from maml_rl.batch import EpisodeBatch
 from maml_rl.checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint
 from maml_rl.config import Config, config_from_dict
+from maml_rl.factories import build_policy
 from maml_rl.sampler import Sampler, make_sampler
+from maml_rl.seeding import eval_seed_sequence, iteration_seeds, seed_int
 from maml_rl.tasks import Task, TaskFamily, family_class
-from maml_rl.trainer import build_policy, iteration_seeds
 
 __all__ = [
     "BASELINES",
-    "EVAL_ENTROPY_TAG",
     "EVAL_JSON",
     "SCHEMA_VERSION",
     "Curve",
@@ -153,9 +153,6 @@ SCHEMA_VERSION = 1
 #: The baselines :func:`evaluate` knows, in plotting order.
 BASELINES = ("random", "pretrained", "oracle", "sb3_ppo")
 CONFIDENCE = 0.95
-#: Mixed into the evaluation seed's entropy ("maml-eval" in ASCII) so that no
-#: evaluation stream is a training stream, for any pair of seeds.
-EVAL_ENTROPY_TAG = 0x6D616D6C2D6576616C
 
 # Spawn keys of the evaluation streams (children of SeedSequence([TAG, seed])).
 _TASKS, _ROLLOUTS, _RANDOM_INIT, _PRETRAINED, _ORACLE, _SB3 = range(6)
@@ -452,18 +449,10 @@ def _family(env_id: str) -> type[TaskFamily]:
     return cast(type[TaskFamily], family_class(env_id))
 
 
-def _eval_seed_sequence(seed: int, *key: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([EVAL_ENTROPY_TAG, seed], spawn_key=key)
-
-
-def _seed_int(ss: np.random.SeedSequence) -> int:
-    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
 def training_tasks(config: Config, iterations: int) -> list[Task]:
     """The tasks a run with ``config`` meets in its first ``iterations`` iterations.
 
-    Replayed from the trainer's own seeding (:func:`maml_rl.trainer.iteration_seeds`),
+    Replayed from the trainer's own seeding (:func:`maml_rl.seeding.iteration_seeds`),
     without any rollout; the pretrained and oracle baselines train on these too.
     """
     family = _family(config.env.id)
@@ -539,7 +528,7 @@ def held_out_tasks(env_id: str, num_tasks: int, seed: int, exclude: Iterable[Tas
             training_tasks_checked=len(excluded),
             redrawn=0,
         )
-    rng = np.random.default_rng(_eval_seed_sequence(seed, _TASKS))
+    rng = np.random.default_rng(eval_seed_sequence(seed, _TASKS))
     tasks: list[Task] = []
     redrawn = 0
     while len(tasks) < num_tasks:
@@ -835,7 +824,7 @@ def _pretrain(
     oracle baselines); returns it and the env steps it used."""
     from maml_rl.eval_baselines import MultiTaskTRPO
 
-    policy = _policy_like(config, _seed_int(_eval_seed_sequence(seed, stream)), env_id)
+    policy = _policy_like(config, seed_int(eval_seed_sequence(seed, stream)), env_id)
     t = config.trpo
     learner = MultiTaskTRPO(
         policy, gamma=config.maml.gamma, gae_lambda=config.maml.gae_lambda, max_kl=t.max_kl,
@@ -847,7 +836,7 @@ def _pretrain(
     sampler = samplers.get(config, policy, env_id)
     with _Progress(progress, iterations, desc) as bar:
         for i, tasks in enumerate(_training_task_stream(config, iterations)):
-            roll_seed = _seed_int(_eval_seed_sequence(seed, stream, i))
+            roll_seed = seed_int(eval_seed_sequence(seed, stream, i))
             params = {k: v.detach() for k, v in policy.named_parameters()}
             torch.set_num_threads(1)
             batch = sampler.sample(tasks, params, config.maml.fast_batch_size, roll_seed)
@@ -957,7 +946,7 @@ def evaluate(
     task_set = held_out_tasks(env_id, settings.num_tasks, seed, exclude)
     tasks = task_set.tasks
     n = len(tasks)
-    sample_seeds = [_seed_int(_eval_seed_sequence(seed, _ROLLOUTS, k)) for k in range(k_steps + 1)]
+    sample_seeds = [seed_int(eval_seed_sequence(seed, _ROLLOUTS, k)) for k in range(k_steps + 1)]
     gamma, lam = first.maml.gamma, first.maml.gae_lambda
 
     samplers = _Samplers(settings)
@@ -993,7 +982,7 @@ def evaluate(
         baseline_results: dict[str, Any] = {}
         if "random" in baselines:
             t0 = time.perf_counter()
-            policy = _policy_like(first, _seed_int(_eval_seed_sequence(seed, _RANDOM_INIT)))
+            policy = _policy_like(first, seed_int(eval_seed_sequence(seed, _RANDOM_INIT)))
             curve = curve_of(policy, first, "baseline random")
             baseline_results["random"] = {"curve": curve.to_dict()}
             timing["random"] = time.perf_counter() - t0
@@ -1088,10 +1077,10 @@ def _sb3_baseline(
             task_returns, used = [], []
             for i, task in enumerate(sub):
                 # Reset seeds of the evaluation episodes: per task, shared by the budgets.
-                eval_seeds = _eval_seed_sequence(seed, _SB3, i).generate_state(episodes)
+                eval_seeds = eval_seed_sequence(seed, _SB3, i).generate_state(episodes)
                 res = sb3_ppo_on_task(
                     env_id, task, budget=budget, eval_seeds=[int(s) for s in eval_seeds],
-                    seed=int(_eval_seed_sequence(seed, _SB3, i, j + 1).generate_state(1)[0]),
+                    seed=int(eval_seed_sequence(seed, _SB3, i, j + 1).generate_state(1)[0]),
                     env_kwargs=dict(config.env.kwargs),
                     max_episode_steps=config.env.max_episode_steps,
                 )  # fmt: skip

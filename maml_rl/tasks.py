@@ -172,7 +172,7 @@ class TaskFamily:
     task is ``default_task`` until :meth:`set_task` is called.
 
     Optionally a family offers ``make_batched(num_envs)``: a natively batched
-    implementation (:class:`maml_rl.envs.batched.BatchedTaskEnv`) that the
+    implementation (:class:`maml_rl.vector.BatchedTaskEnv`) that the
     sampler picks automatically. It must give the same observations, rewards and
     terminations as ``num_envs`` copies of the single env.
     """

@@ -49,27 +49,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 import torch
 
 import maml_rl
-from maml_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Policy
 from maml_rl.batch import EpisodeBatch
 from maml_rl.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
 from maml_rl.config import Config, config_from_dict, dump_yaml
+from maml_rl.factories import build_agent, build_policy, resolve_device
 from maml_rl.logger import ConsoleLogger, JsonlLogger, Logger, MultiLogger, TensorBoardLogger
-from maml_rl.tasks import Task, TaskFamily, family_class, make_family
+from maml_rl.seeding import iteration_seeds
+from maml_rl.tasks import Task, TaskFamily, family_class
 
 __all__ = [
     "RESUMABLE_KEYS",
     "Interrupted",
     "Trainer",
-    "build_agent",
-    "build_policy",
-    "iteration_seeds",
     "new_run_dir",
-    "resolve_device",
 ]
 
 #: Config keys a resumed run may change: they only extend the run, or do not alter
@@ -86,8 +81,6 @@ RESUMABLE_KEYS = (
 )
 _RESUMABLE_PREFIXES = ("sampler.",)
 
-_INIT_STREAM, _ITERATION_STREAM = 0, 1
-
 
 class Interrupted(KeyboardInterrupt):
     """Training was stopped by Ctrl-C after a checkpoint of the last finished iteration."""
@@ -99,131 +92,6 @@ class Interrupted(KeyboardInterrupt):
         )
         self.run_dir = run_dir
         self.iteration = iteration
-
-
-def _seed_int(ss: np.random.SeedSequence) -> int:
-    """A 63-bit non-negative int from a seed sequence (fits int64 and every seeding API)."""
-    return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-def iteration_seeds(
-    seed: int, iteration: int, num_sample_calls: int
-) -> tuple[np.random.Generator, list[int], int]:
-    """The random streams of one meta-iteration, a pure function of ``(seed, iteration)``.
-
-    Args:
-        seed: the run's root seed.
-        iteration: 0-based meta-iteration index.
-        num_sample_calls: sample calls in the iteration (``num_adapt_steps + 1``).
-
-    Returns:
-        ``(task_rng, sampler_seeds, torch_seed)``: the generator for
-        ``family.sample_tasks``, one seed per sample call, and a torch seed.
-    """
-    # SeedSequence(seed, spawn_key=(1, i)) is child i of child 1 of SeedSequence(seed):
-    # the i-th spawn of the iteration stream, addressed directly so a resume needs no
-    # replay of earlier spawns.
-    ss = np.random.SeedSequence(seed, spawn_key=(_ITERATION_STREAM, iteration))
-    task_ss, sampler_ss, torch_ss = ss.spawn(3)
-    sampler_seeds = [_seed_int(s) for s in sampler_ss.spawn(num_sample_calls)]
-    return np.random.default_rng(task_ss), sampler_seeds, _seed_int(torch_ss)
-
-
-def init_seed(seed: int) -> int:
-    """The torch seed for the policy's initialisation."""
-    return _seed_int(np.random.SeedSequence(seed, spawn_key=(_INIT_STREAM,)))
-
-
-def resolve_device(device: str) -> torch.device:
-    """``cpu`` / ``cuda`` / ``auto`` (CUDA when available) as a :class:`torch.device`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but torch sees no CUDA device; use --device cpu (or auto)")
-    return torch.device(device)
-
-
-def build_policy(config: Config) -> Policy:
-    """The policy for ``config.env`` (Gaussian for ``Box`` actions, categorical for
-    ``Discrete``), initialised from the run's seed."""
-    env = make_family(config.env.id, **config.env.kwargs)
-    try:
-        obs_space, act_space = env.observation_space, env.action_space
-    finally:
-        env.close()
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise ValueError(
-            f"{config.env.id}: the MLP policies need a flat Box observation space, got {obs_space}"
-        )
-    torch.manual_seed(init_seed(config.seed))
-    p = config.policy
-    if isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1:
-        return GaussianMLPPolicy(
-            obs_space.shape[0],
-            act_space.shape[0],
-            hidden_sizes=p.hidden_sizes,
-            activation=p.activation,
-            init_std=p.init_std,
-            init=p.init,
-        )
-    if isinstance(act_space, gym.spaces.Discrete):
-        return CategoricalMLPPolicy(
-            obs_space.shape[0],
-            int(act_space.n),
-            hidden_sizes=p.hidden_sizes,
-            activation=p.activation,
-            init=p.init,
-        )
-    raise ValueError(
-        f"{config.env.id}: unsupported action space {act_space} (need a flat Box or Discrete)"
-    )
-
-
-def build_agent(config: Config, policy: Policy, device: torch.device) -> Any:
-    """The meta-learner named by ``config.agent``, with its hyperparameters."""
-    m = config.maml
-    common = dict(
-        fast_lr=m.fast_lr,
-        num_adapt_steps=m.num_adapt_steps,
-        first_order=m.first_order,
-        gamma=m.gamma,
-        gae_lambda=m.gae_lambda,
-        normalize_advantages=m.normalize_advantages,
-        inner_objective=m.inner_objective,
-        device=device,
-    )
-    if config.agent == "maml_trpo":
-        from maml_rl.agents.maml_trpo import MAMLTRPO
-
-        t = config.trpo
-        return MAMLTRPO(
-            policy,
-            max_kl=t.max_kl,
-            cg_iters=t.cg_iters,
-            cg_damping=t.cg_damping,
-            ls_max_steps=t.ls_max_steps,
-            ls_backtrack_ratio=t.ls_backtrack_ratio,
-            hvp=t.hvp,
-            hvp_subsample=t.hvp_subsample,
-            hvp_dtype=t.hvp_dtype,
-            **common,
-        )
-    from maml_rl.agents.maml_ppo import MAMLPPO
-
-    p = config.ppo
-    return MAMLPPO(
-        policy,
-        clip_range=p.clip_range,
-        ppo_epochs=p.ppo_epochs,
-        meta_lr=p.meta_lr,
-        meta_lr_decay_iterations=p.meta_lr_decay_iterations,
-        max_grad_norm=p.max_grad_norm,
-        target_kl=p.target_kl,
-        inner_kl_penalty=p.inner_kl_penalty,
-        adaptive_inner_kl=p.adaptive_inner_kl,
-        inner_kl_target=p.inner_kl_target,
-        **common,
-    )
 
 
 def new_run_dir(config: Config) -> Path:

@@ -45,10 +45,11 @@ from maml_rl.evaluation import (
     t_quantile,
     training_tasks,
 )
+from maml_rl.factories import build_policy
 from maml_rl.plotting import plot_comparison
 from maml_rl.sampler import make_sampler
 from maml_rl.tasks import family_class, make_family, unwrap_family
-from maml_rl.trainer import Trainer, build_policy
+from maml_rl.trainer import Trainer
 
 NAV = "MetaRL/Navigation2D-v0"
 HORIZON = 10

@@ -36,9 +36,10 @@ from maml_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy, sta
 from maml_rl.batch import EpisodeBatch
 from maml_rl.config import load_config
 from maml_rl.envs.navigation import Navigation2DEnv
+from maml_rl.factories import build_agent
 from maml_rl.logger import InMemoryLogger
 from maml_rl.sampler import make_sampler
-from maml_rl.trainer import Trainer, build_agent
+from maml_rl.trainer import Trainer
 
 N, E, T = 3, 4, 6
 ENV = "MetaRL/Navigation2D-v0"

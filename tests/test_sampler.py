@@ -29,12 +29,12 @@ from maml_rl._workers import (
     RolloutSpec,
     Shard,
     partition,
-    task_streams,
 )
 from maml_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Policy
 from maml_rl.batch import EpisodeBatch
 from maml_rl.envs.navigation import Navigation2DEnv
 from maml_rl.sampler import Sampler, make_sampler
+from maml_rl.seeding import task_streams
 from maml_rl.tasks import Task, family_class, register_family, unwrap_family
 from maml_rl.vector import TaskVectorEnv, make_task_env
 

@@ -15,8 +15,10 @@ import torch
 
 from maml_rl.checkpoint import load_checkpoint
 from maml_rl.config import Config, load_config
+from maml_rl.factories import build_agent, build_policy
 from maml_rl.logger import InMemoryLogger, read_jsonl
-from maml_rl.trainer import Interrupted, Trainer, build_agent, build_policy, iteration_seeds
+from maml_rl.seeding import iteration_seeds
+from maml_rl.trainer import Interrupted, Trainer
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 TINY = [
