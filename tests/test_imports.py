@@ -59,3 +59,19 @@ def test_families_register_when_maml_rl_envs_is_imported() -> None:
 def test_family_ids_registers_the_builtin_families() -> None:
     out = _fresh_interpreter("from maml_rl.tasks import family_ids; print(len(family_ids()))")
     assert int(out) >= 10
+
+
+def test_torch_threads_sets_and_restores_the_count() -> None:
+    import torch
+
+    from maml_rl.threads import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"), torch_threads(0):
+        pass
