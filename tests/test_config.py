@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,22 @@ def test_the_original_code_preset_differs_only_where_the_original_did() -> None:
     assert (cfg.num_batches, cfg.policy.init) == (100, "xavier")
     assert (cfg.maml.meta_batch_size, cfg.maml.fast_lr) == (40, 0.5)
     assert (cfg.eval.episodes_per_step, cfg.eval.fast_lr_schedule) == (40, (0.5, 0.2, 0.1))
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_every_preset_states_only_what_differs_from_the_defaults(path: Path) -> None:
+    stated = config_from_dict(parse_yaml(path.read_text())).flat()
+    raw = parse_yaml(path.read_text())
+    defaults = Config().flat()
+    keys = [
+        f"{section}.{key}" if isinstance(body, dict) and section != "kwargs" else section
+        for section, body in raw.items()
+        for key in (body if isinstance(body, dict) else [None])
+    ]
+    same = [k for k in keys if k not in ("agent", "env.id") and stated[k] == defaults[k]]
+    assert not same, f"{path.name} restates defaults: {same}"
+    header = path.read_text().split("\n\n", 1)[0]
+    assert re.search(r"Finn et al|Rothfuss et al|original MAML code", header), path.name
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
