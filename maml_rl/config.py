@@ -34,16 +34,14 @@ The names follow DESIGN.md's vocabulary (``meta_batch_size``, ``fast_batch_size`
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from maml_rl.validation import Validated, bounded, build, got
 
 __all__ = [
     "Config",
@@ -63,42 +61,11 @@ __all__ = [
 ]
 
 
-def _field(
-    default: Any = dataclasses.MISSING,
-    *,
-    ge: float | None = None,
-    gt: float | None = None,
-    le: float | None = None,
-    lt: float | None = None,
-) -> Any:
-    """A dataclass field with an optional numeric range (checked on construction)."""
-    bounds = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt}.items() if v is not None}
-    return dataclasses.field(default=default, metadata={"bounds": bounds})
-
-
 # -- sections ------------------------------------------------------------------
 
 
-class _Validated:
-    """Checks every field's type and range when a section is constructed directly.
-
-    (:func:`config_from_dict` checks before construction, so that its errors carry the
-    full dotted key; this catches ``MAMLConfig(meta_batch_size=0)`` in code.)
-    """
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            if dataclasses.is_dataclass(value):
-                continue
-            value = _coerce(hints[f.name], value, f.name)
-            _check_bounds(value, f.metadata.get("bounds", {}), f.name)
-            object.__setattr__(self, f.name, value)
-
-
 @dataclasses.dataclass(frozen=True)
-class EnvConfig(_Validated):
+class EnvConfig(Validated):
     """The task family."""
 
     id: str = "MetaRL/Navigation2D-v0"
@@ -107,21 +74,21 @@ class EnvConfig(_Validated):
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Keyword arguments for the env's constructor (``gymnasium.make(id, **kwargs)``)."""
 
-    max_episode_steps: int | None = _field(None, ge=1)
+    max_episode_steps: int | None = bounded(None, ge=1)
     """Episode length (time limit); ``null`` keeps the family's registered horizon."""
 
 
 @dataclasses.dataclass(frozen=True)
-class PolicyConfig(_Validated):
+class PolicyConfig(Validated):
     """The Gaussian (continuous actions) or categorical (discrete actions) MLP policy."""
 
-    hidden_sizes: tuple[int, ...] = _field((100, 100), ge=1)
+    hidden_sizes: tuple[int, ...] = bounded((100, 100), ge=1)
     """Hidden layer widths (the MAML paper: two layers of 100)."""
 
     activation: Literal["relu", "tanh"] = "relu"
     """Hidden-layer nonlinearity (the MAML paper: ReLU)."""
 
-    init_std: float = _field(1.0, gt=0.0)
+    init_std: float = bounded(1.0, gt=0.0)
     """Initial action standard deviation of the Gaussian policy (state-independent, learned)."""
 
     init: Literal["default", "xavier"] = "default"
@@ -132,14 +99,14 @@ class PolicyConfig(_Validated):
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplerConfig(_Validated):
+class SamplerConfig(Validated):
     """Where the rollouts run (the same seed gives the same episodes on every backend)."""
 
     backend: Literal["sync", "process", "ray"] = "sync"
     """``sync``: in the trainer process; ``process``: local worker processes; ``ray``: Ray
     actors."""
 
-    num_workers: int = _field(1, ge=1)
+    num_workers: int = bounded(1, ge=1)
     """Number of worker processes / Ray actors (ignored by ``sync``)."""
 
     ray_address: str | None = None
@@ -147,28 +114,28 @@ class SamplerConfig(_Validated):
 
 
 @dataclasses.dataclass(frozen=True)
-class MAMLConfig(_Validated):
+class MAMLConfig(Validated):
     """The meta-learning loop shared by every agent."""
 
-    meta_batch_size: int = _field(20, ge=1)
+    meta_batch_size: int = bounded(20, ge=1)
     """Tasks sampled per meta-iteration."""
 
-    fast_batch_size: int = _field(20, ge=1)
+    fast_batch_size: int = bounded(20, ge=1)
     """Episodes per task for each inner step and for the post-adaptation (validation) batch."""
 
-    num_adapt_steps: int = _field(1, ge=1)
+    num_adapt_steps: int = bounded(1, ge=1)
     """Inner policy-gradient steps per task."""
 
-    fast_lr: float = _field(0.1, gt=0.0)
+    fast_lr: float = bounded(0.1, gt=0.0)
     """Inner-step learning rate α (the MAML paper: 0.1)."""
 
     first_order: bool = False
     """Drop the second-order terms (no graph through the inner step): first-order MAML."""
 
-    gamma: float = _field(0.99, ge=0.0, le=1.0)
+    gamma: float = bounded(0.99, ge=0.0, le=1.0)
     """Discount factor."""
 
-    gae_lambda: float = _field(1.0, ge=0.0, le=1.0)
+    gae_lambda: float = bounded(1.0, ge=0.0, le=1.0)
     """GAE λ (1.0: Monte-Carlo returns minus the baseline, as in the MAML paper)."""
 
     normalize_advantages: bool = True
@@ -181,22 +148,22 @@ class MAMLConfig(_Validated):
 
 
 @dataclasses.dataclass(frozen=True)
-class TRPOConfig(_Validated):
+class TRPOConfig(Validated):
     """The MAML-TRPO outer step (used when ``agent: maml_trpo``)."""
 
-    max_kl: float = _field(0.01, gt=0.0)
+    max_kl: float = bounded(0.01, gt=0.0)
     """Trust region: largest mean KL(π_θ_old ‖ π_θ) of the post-adaptation policies."""
 
-    cg_iters: int = _field(10, ge=1)
+    cg_iters: int = bounded(10, ge=1)
     """Conjugate-gradient iterations for the natural-gradient direction."""
 
-    cg_damping: float = _field(1e-5, ge=0.0)
+    cg_damping: float = bounded(1e-5, ge=0.0)
     """Damping added to the Fisher-vector products (``(F + damping·I) v``)."""
 
-    ls_max_steps: int = _field(15, ge=1)
+    ls_max_steps: int = bounded(15, ge=1)
     """Backtracking line-search steps before the update is rejected."""
 
-    ls_backtrack_ratio: float = _field(0.8, gt=0.0, lt=1.0)
+    ls_backtrack_ratio: float = bounded(0.8, gt=0.0, lt=1.0)
     """Step shrink factor per line-search step."""
 
     hvp: Literal["gauss_newton", "exact", "first_order"] = "gauss_newton"
@@ -205,7 +172,7 @@ class TRPOConfig(_Validated):
     adaptation's Jacobian taken as the identity: ~4x cheaper products, approximate
     curvature; the meta-gradient stays second order)."""
 
-    hvp_subsample: float = _field(1.0, gt=0.0, le=1.0)
+    hvp_subsample: float = bounded(1.0, gt=0.0, le=1.0)
     """Fraction of the tasks whose KL curvature the Hessian-vector products use (1.0:
     all; smaller is proportionally cheaper and unbiased, as rllab's ``subsample_factor``)."""
 
@@ -218,32 +185,32 @@ class TRPOConfig(_Validated):
 
 
 @dataclasses.dataclass(frozen=True)
-class PPOConfig(_Validated):
+class PPOConfig(Validated):
     """The MAML-PPO outer step (used when ``agent: maml_ppo``)."""
 
-    clip_range: float = _field(0.2, gt=0.0, lt=1.0)
+    clip_range: float = bounded(0.2, gt=0.0, lt=1.0)
     """PPO ratio clipping ε (the surrogate clips π_θ'/π_old to [1 − ε, 1 + ε])."""
 
-    ppo_epochs: int = _field(5, ge=1)
+    ppo_epochs: int = bounded(5, ge=1)
     """Outer optimisation epochs per meta-iteration (adaptation recomputed in each)."""
 
-    meta_lr: float = _field(3e-4, gt=0.0)
+    meta_lr: float = bounded(3e-4, gt=0.0)
     """Adam learning rate of the outer step."""
 
-    meta_lr_decay_iterations: int | None = _field(None, ge=1)
+    meta_lr_decay_iterations: int | None = bounded(None, ge=1)
     """Decay Adam's rate linearly from ``meta_lr`` to 0 over this many meta-iterations (then
     0), usually ``num_batches``; ``null``: constant. The count is the agent's and travels in
     checkpoints, so a resumed run keeps the schedule."""
 
-    max_grad_norm: float | None = _field(None, gt=0.0)
+    max_grad_norm: float | None = bounded(None, gt=0.0)
     """Clip the meta-gradient's global norm to this before each Adam step; ``null``: no
     clipping (as ProMP)."""
 
-    target_kl: float | None = _field(None, gt=0.0)
+    target_kl: float | None = bounded(None, gt=0.0)
     """Stop the epochs of an iteration early once the mean KL of the adapted policies from
     the sampling ones exceeds this; ``null``: always run ``ppo_epochs``."""
 
-    inner_kl_penalty: float = _field(0.0, ge=0.0)
+    inner_kl_penalty: float = bounded(0.0, ge=0.0)
     """Initial coefficient η of ProMP's KL penalty on the pre-update policies (each inner
     step's sampling policy vs. its current one); 0 disables it (ProMP: 5e-4)."""
 
@@ -251,53 +218,53 @@ class PPOConfig(_Validated):
     """Halve/double η after each iteration when the pre-update KL is below/above
     ``inner_kl_target`` (÷/× 1.5 tolerance), as ProMP's adaptive option."""
 
-    inner_kl_target: float = _field(0.01, gt=0.0)
+    inner_kl_target: float = bounded(0.01, gt=0.0)
     """Target pre-update KL of the adaptive penalty (ProMP: 0.01)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig(_Validated):
+class EvalConfig(Validated):
     """How ``maml-rl evaluate`` adapts this run by default (its flags override these).
 
     The protocol belongs with the experiment: a preset that reproduces a paper's table
     carries the paper's test protocol, so ``maml-rl evaluate RUN`` needs no flags.
     """
 
-    episodes_per_step: int | None = _field(None, ge=1)
+    episodes_per_step: int | None = bounded(None, ge=1)
     """Episodes per task and adaptation step; ``null``: ``maml.fast_batch_size``."""
 
-    fast_lr_schedule: tuple[float, ...] | None = _field(None, gt=0.0)
+    fast_lr_schedule: tuple[float, ...] | None = bounded(None, gt=0.0)
     """Step size of each adaptation step, the last one repeating; ``null``: ``maml.fast_lr``
     for the first step and half of it after (the MAML paper's rule)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(_Validated):
+class Config(Validated):
     """A complete training run. The defaults are the embedded short Navigation2D run."""
 
     agent: Literal["maml_trpo", "maml_ppo"] = "maml_trpo"
     """Meta-learner: ``maml_trpo`` (uses ``trpo.*``) or ``maml_ppo`` (uses ``ppo.*``)."""
 
-    seed: int = _field(1, ge=0)
+    seed: int = bounded(1, ge=0)
     """Root seed: tasks, rollouts and the policy's initialisation all derive from it."""
 
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     """Torch device of the meta-update (rollouts always run on CPU); ``auto``: CUDA if present."""
 
-    update_threads: int = _field(1, ge=1)
+    update_threads: int = bounded(1, ge=1)
     """Torch threads for the meta-update on CPU (sampling always uses 1 per process). 1 by
     default: measured here, 2 threads were 1.4-1.6x faster on an idle 2-core machine but
     3-5x *slower* as soon as anything else used the other core (idle OpenMP threads spin).
     Set 2 or more on a machine the run has to itself."""
 
-    num_batches: int = _field(30, ge=1)
+    num_batches: int = bounded(30, ge=1)
     """Meta-iterations (outer updates) to run."""
 
-    checkpoint_every: int = _field(10, ge=0)
+    checkpoint_every: int = bounded(10, ge=0)
     """Write ``checkpoint.pt`` every this many iterations (and always at the end); 0: only
     at the end."""
 
-    keep_checkpoint_every: int = _field(0, ge=0)
+    keep_checkpoint_every: int = bounded(0, ge=0)
     """Also keep a copy ``checkpoints/iteration_<N>.pt`` every this many iterations, to
     evaluate the policy along the run (``maml-rl evaluate RUN/checkpoints/*.pt``); 0: keep
     only the latest ``checkpoint.pt``."""
@@ -389,147 +356,6 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-# -- validation ----------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if origin is tuple:
-        inner = typing.get_args(tp)[0]
-        plural = {int: "integers", float: "numbers", str: "strings"}.get(inner, str(inner))
-        return f"a list of {plural}"
-    if origin is dict:
-        return "a mapping"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
-        tp, getattr(tp, "__name__", str(tp))
-    )
-
-
-def _got(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
-def _all_keys(cls: type, prefix: str = "") -> list[str]:
-    """Every dotted key of a config dataclass (sections and leaves)."""
-    keys = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        keys.append(prefix + f.name)
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys.extend(_all_keys(hints[f.name], f"{prefix}{f.name}."))
-    return keys
-
-
-def _unknown_key(cls: type, key: str, prefix: str) -> ValueError:
-    names = [f.name for f in dataclasses.fields(cls)]
-    dotted = prefix + key
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-    suggestion = prefix + close[0] if close else None
-    if suggestion is None:
-        # A key put in the wrong section (``fast_lr=0.1`` instead of ``maml.fast_lr=0.1``).
-        everywhere = _all_keys(Config)
-        same_leaf = [k for k in everywhere if k.rsplit(".", 1)[-1] == key]
-        close = same_leaf or difflib.get_close_matches(dotted, everywhere, n=1, cutoff=0.6)
-        suggestion = close[0] if close else None
-    where = f"in section '{prefix[:-1]}'" if prefix else "at the top level"
-    hint = f"; did you mean '{suggestion}'?" if suggestion else f" (valid: {', '.join(names)})"
-    return ValueError(f"unknown config key '{dotted}' {where}{hint}")
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it in canonical form."""
-    origin = typing.get_origin(tp)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{key} must be a section (a mapping of keys), got {_got(value)}")
-        return _build(tp, value, f"{key}.")
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ValueError(f"{key} must be {_type_name(tp)}, got null")
-        (inner,) = [a for a in args if a is not type(None)]
-        try:
-            return _coerce(inner, value, key)
-        except ValueError:
-            raise ValueError(f"{key} must be {_type_name(tp)}, got {_got(value)}") from None
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed or isinstance(value, bool):
-            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{key} must be {_type_name(tp)}, got {_got(value)}{hint}")
-        return value
-    if origin is tuple:
-        (inner, _) = typing.get_args(tp)
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-            raise ValueError(f"{key} must be {_type_name(tp)}, got {_got(value)}")
-        return tuple(_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise ValueError(f"{key} must be a mapping with string keys, got {_got(value)}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key} must be a boolean (true/false), got {_got(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key} must be an integer, got {_got(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key} must be a number, got {_got(value)}")
-        if not math.isfinite(value):
-            raise ValueError(f"{key} must be finite, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key} must be a string, got {_got(value)}")
-        return value
-    raise TypeError(f"unsupported config annotation {tp!r} for {key}")  # pragma: no cover
-
-
-_SYMBOLS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
-_CHECKS = {
-    "ge": lambda v, lim: v >= lim,
-    "gt": lambda v, lim: v > lim,
-    "le": lambda v, lim: v <= lim,
-    "lt": lambda v, lim: v < lim,
-}
-
-
-def _check_bounds(value: Any, bounds: Mapping[str, float], key: str) -> None:
-    if not bounds or value is None:
-        return
-    for v in value if isinstance(value, tuple) else (value,):
-        if not all(_CHECKS[op](v, lim) for op, lim in bounds.items()):
-            allowed = " and ".join(f"{_SYMBOLS[op]} {lim:g}" for op, lim in bounds.items())
-            raise ValueError(f"{key} must be {allowed}, got {value!r}")
-
-
-def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise _unknown_key(cls, str(key), prefix)
-    kwargs = {}
-    for name, value in data.items():
-        key = prefix + name
-        coerced = _coerce(hints[name], value, key)
-        _check_bounds(coerced, fields[name].metadata.get("bounds", {}), key)
-        kwargs[name] = coerced
-    return cls(**kwargs)
-
-
 def config_from_dict(data: Mapping[str, Any] | None) -> Config:
     """Build and validate a :class:`Config` from a (partial) nested dict.
 
@@ -539,8 +365,8 @@ def config_from_dict(data: Mapping[str, Any] | None) -> Config:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ValueError(f"a config must be a mapping of keys, got {_got(data)}")
-    return _build(Config, data)
+        raise ValueError(f"a config must be a mapping of keys, got {got(data)}")
+    return build(Config, data)
 
 
 # -- YAML and overrides -----------------------------------------------------------
@@ -661,7 +487,7 @@ def load_config(
             raise ValueError(f"cannot read config file {str(path)!r}: {exc}") from None
         loaded = parse_yaml(text, source=str(path))
         if loaded is not None and not isinstance(loaded, Mapping):
-            raise ValueError(f"{path}: a config file must be a mapping of keys, got {_got(loaded)}")
+            raise ValueError(f"{path}: a config file must be a mapping of keys, got {got(loaded)}")
         data = dict(loaded or {})
         try:
             config_from_dict(data)  # report file errors with the file's name
