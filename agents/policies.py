@@ -98,9 +98,8 @@ class Policy(nn.Module):
                 nn.init.zeros_(layer.bias)
         # Otherwise the hidden layers keep torch's default (uniform weights and biases).
         # Either way a near-zero output layer starts the policy at its default (zero-mean
-        # or uniform) distribution. (The original's Glorot output layer can start the point
-        # of Navigation2D walking off at full speed: pre-update returns of -300 for many
-        # iterations, seen on seed 1.)
+        # or uniform) distribution (a Glorot output layer, as the original code's, starts
+        # far from it: docs/results.md, "The initialisation").
         nn.init.xavier_uniform_(self.head.weight, gain=0.01)
         nn.init.zeros_(self.head.bias)
 

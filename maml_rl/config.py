@@ -93,8 +93,7 @@ class PolicyConfig(Validated):
 
     init: Literal["default", "xavier"] = "default"
     """Initialisation of the hidden layers: ``default`` (torch's: uniform weights and biases)
-    or ``xavier`` (Glorot-uniform weights, zero biases, as the original MAML code; on
-    Navigation2D its 2nd and 3rd adaptation steps are markedly better, README). The
+    or ``xavier`` (Glorot-uniform weights, zero biases, as the original MAML code). The
     output layer starts near zero in both."""
 
 
@@ -178,10 +177,10 @@ class TRPOConfig(Validated):
 
     hvp_dtype: Literal["float32", "bfloat16"] = "float32"
     """Floating-point type of the Hessian-vector products: ``bfloat16`` computes them
-    from bfloat16 copies of the cached activations (≈ 0.5 % relative error, ≈ 2.5x faster
-    matrix products on CPUs with AVX-512 BF16 and on GPUs, far slower on other CPUs); the
-    gradient and the line search stay float32. Needs a Gaussian MLP policy, the
-    ``reinforce`` inner objective and ``hvp`` other than ``exact``."""
+    from bfloat16 copies of the cached activations (fast on CPUs with AVX-512 BF16 or AMX
+    and on GPUs, slow on other CPUs); the gradient and the line search stay float32. Needs a
+    Gaussian MLP policy, the ``reinforce`` inner objective and ``hvp`` other than
+    ``exact``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,9 +252,8 @@ class Config(Validated):
 
     update_threads: int = bounded(1, ge=1)
     """Torch threads for the meta-update on CPU (sampling always uses 1 per process). 1 by
-    default: measured here, 2 threads were 1.4-1.6x faster on an idle 2-core machine but
-    3-5x *slower* as soon as anything else used the other core (idle OpenMP threads spin).
-    Set 2 or more on a machine the run has to itself."""
+    default: more threads pay only on cores nothing else uses (idle OpenMP threads spin and
+    slow everything else down). Set 2 or more on a machine the run has to itself."""
 
     num_batches: int = bounded(30, ge=1)
     """Meta-iterations (outer updates) to run."""
