@@ -4,11 +4,10 @@ config to the classes in :mod:`maml_rl.agents` (the trainer and evaluation both 
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import torch
 
+from maml_rl.agents.base import Agent
 from maml_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Policy
 from maml_rl.config import Config
 from maml_rl.seeding import init_seed
@@ -62,7 +61,7 @@ def build_policy(config: Config) -> Policy:
     )
 
 
-def build_agent(config: Config, policy: Policy, device: torch.device) -> Any:
+def build_agent(config: Config, policy: Policy, device: torch.device) -> Agent:
     """The meta-learner named by ``config.agent``, with its hyperparameters."""
     m = config.maml
     common = dict(

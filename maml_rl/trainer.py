@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 import maml_rl
+from maml_rl.agents.base import Agent
 from maml_rl.batch import EpisodeBatch
 from maml_rl.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
 from maml_rl.config import Config, config_from_dict, dump_yaml
@@ -180,7 +181,7 @@ class Trainer:
                 env_kwargs=dict(config.env.kwargs),
                 max_episode_steps=config.env.max_episode_steps,
             )
-            self.agent = build_agent(config, self.policy, self.device)
+            self.agent: Agent = build_agent(config, self.policy, self.device)
             if state is not None:
                 self._load_state(state)
             self.run_dir.mkdir(parents=True, exist_ok=True)

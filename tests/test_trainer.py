@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from maml_rl.agents.base import Agent
 from maml_rl.checkpoint import load_checkpoint
 from maml_rl.config import Config, load_config
 from maml_rl.factories import build_agent, build_policy
@@ -213,6 +214,7 @@ def test_every_preset_builds_its_policy_and_agent(path: Path) -> None:
     assert policy.hidden_sizes == (100, 100) and policy.activation == "relu"
     env.close()
     agent = build_agent(cfg, policy, torch.device("cpu"))
+    assert isinstance(agent, Agent)  # the role the trainer relies on
     if cfg.agent == "maml_trpo":
         assert (agent.max_kl, agent.cg_iters) == (0.01, 10)
     else:  # the PPO/ProMP presets: tests/test_ppo.py checks their settings
