@@ -184,11 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workers", type=int, default=None, help="sampler.num_workers")
     status = sub.add_parser("status", help="where each run under --root stands")
     status.add_argument("--root", default="runs/long", type=Path)
-    args = parser.parse_args(argv)
+    # Presets and overrides may stand on both sides of the options.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-")]
+    if unknown or (extra and args.command != "run"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if args.command == "status":
         return cmd_status(args.root)
-    presets = [Path(p) for p in args.presets if "=" not in p]
-    overrides = [p for p in args.presets if "=" in p]
+    words = [*args.presets, *extra]
+    presets = [Path(p) for p in words if "=" not in p]
+    overrides = [p for p in words if "=" in p]
     return cmd_run(presets, args.root, overrides, args.workers)
 
 
