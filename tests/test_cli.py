@@ -17,14 +17,8 @@ from maml_rl.cli import main
 from maml_rl.config import load_config
 from maml_rl.logger import read_jsonl
 
-TINY = [
-    "env.max_episode_steps=5",
-    "maml.meta_batch_size=2",
-    "maml.fast_batch_size=2",
-    "policy.hidden_sizes=[8, 8]",
-    "trpo.cg_iters=3",
-    "update_threads=1",  # the test machine is shared: spinning OpenMP threads only slow it
-]
+from conftest import TINY, run_cli
+
 TAGS = {
     "rollout/return_pre_adapt",
     "rollout/return_post_adapt",
@@ -37,19 +31,9 @@ TAGS = {
 }
 
 
-def maml_rl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``maml-rl`` command as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "maml_rl.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-
-
+@pytest.mark.slow
 def test_two_iteration_run_writes_logs_metrics_and_checkpoint(tmp_path: Path) -> None:
-    proc = maml_rl("train", "--logdir", str(tmp_path), "--num-batches", "2", "--seed", "3", *TINY)
+    proc = run_cli("train", "--logdir", str(tmp_path), "--num-batches", "2", "--seed", "3", *TINY)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "return pre" in proc.stdout and "post" in proc.stdout
@@ -76,8 +60,9 @@ def test_two_iteration_run_writes_logs_metrics_and_checkpoint(tmp_path: Path) ->
     assert load_checkpoint(run_dir)["iteration"] == 3
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line_exit_2_no_traceback(tmp_path: Path) -> None:
-    proc = maml_rl("train", "maml.fast_lrr=0.1")
+    proc = run_cli("train", "maml.fast_lrr=0.1")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "maml-rl train: error: unknown config key 'maml.fast_lrr' in section 'maml'; "
@@ -128,6 +113,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signum", "sigint_ignored"),
     [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],

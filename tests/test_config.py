@@ -25,8 +25,7 @@ from maml_rl.config import (
 )
 from maml_rl.tasks import family_spec
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PRESETS = sorted(CONFIGS.glob("*.yaml"))
+from conftest import CONFIGS, PRESETS
 
 
 def test_default_is_the_short_navigation_run() -> None:

@@ -36,6 +36,7 @@ def _fresh_interpreter(code: str) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", CORE_MODULES)
 def test_core_module_imports_no_mujoco_and_no_family(module: str) -> None:
     out = _fresh_interpreter(
@@ -47,6 +48,7 @@ def test_core_module_imports_no_mujoco_and_no_family(module: str) -> None:
     assert out == "False False False", f"import {module}: mujoco, a family, glfw pinned = {out}"
 
 
+@pytest.mark.slow
 def test_families_register_when_maml_rl_envs_is_imported() -> None:
     out = _fresh_interpreter(
         "import gymnasium as gym, maml_rl; "
@@ -56,22 +58,7 @@ def test_families_register_when_maml_rl_envs_is_imported() -> None:
     assert out.split() == ["False", "True"]
 
 
+@pytest.mark.slow
 def test_family_ids_registers_the_builtin_families() -> None:
     out = _fresh_interpreter("from maml_rl.tasks import family_ids; print(len(family_ids()))")
     assert int(out) >= 10
-
-
-def test_torch_threads_sets_and_restores_the_count() -> None:
-    import torch
-
-    from maml_rl.threads import torch_threads
-
-    before = torch.get_num_threads()
-    with torch_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-    with pytest.raises(RuntimeError), torch_threads(1):
-        raise RuntimeError("boom")
-    assert torch.get_num_threads() == before
-    with pytest.raises(ValueError, match="num_threads"), torch_threads(0):
-        pass

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeAlias
@@ -41,21 +38,13 @@ from maml_rl.logger import InMemoryLogger
 from maml_rl.sampler import make_sampler
 from maml_rl.trainer import Trainer
 
+from conftest import CONFIGS, make_policy, run_cli
+from conftest import TINY as BASE_TINY
+
 N, E, T = 3, 4, 6
 ENV = "MetaRL/Navigation2D-v0"
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAMILIES = ("navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir", "ant_goal")
 Agent: TypeAlias = MAMLPPO | MAMLTRPO
-
-
-def make_policy(dtype: torch.dtype = torch.float64, activation: str = "tanh") -> GaussianMLPPolicy:
-    torch.manual_seed(0)
-    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8, 8), activation=activation, init_std=0.5)
-    # A non-trivial mean (the default output layer is almost zero) and non-zero biases.
-    torch.nn.init.normal_(policy.head.weight, std=0.5)
-    for layer in policy.layers:
-        torch.nn.init.normal_(layer.bias, std=0.1)
-    return policy.to(dtype)
 
 
 def make_agent(policy: GaussianMLPPolicy | CategoricalMLPPolicy, **kwargs: object) -> MAMLPPO:
@@ -632,15 +621,7 @@ def test_step_validates_its_batches() -> None:
 
 # -- state, trainer, CLI, presets -----------------------------------------------------------
 
-TINY = [
-    "env.max_episode_steps=5",
-    "maml.meta_batch_size=2",
-    "maml.fast_batch_size=2",
-    "policy.hidden_sizes=[8, 8]",
-    "trpo.cg_iters=3",
-    "ppo.ppo_epochs=2",
-    "update_threads=1",
-]
+TINY = [*BASE_TINY, "ppo.ppo_epochs=2"]
 
 
 def test_state_dict_rejects_foreign_states() -> None:
@@ -703,17 +684,6 @@ def test_trainer_logs_the_ppo_metrics(tmp_path: Path) -> None:
     assert metrics["train/inner_kl_coef"] == 5e-4 and metrics["train/ppo_epochs_run"] == 2.0
 
 
-def maml_rl(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``maml-rl`` command as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "maml_rl.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-
-
 COMMON_TAGS = {
     "rollout/return_pre_adapt",
     "rollout/return_post_adapt",
@@ -726,6 +696,7 @@ COMMON_TAGS = {
 PPO_TAGS = {"train/clip_fraction", "train/ppo_epochs_run", "train/inner_kl", "train/step_norm"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "tags"),
     [
@@ -742,7 +713,7 @@ PPO_TAGS = {"train/clip_fraction", "train/ppo_epochs_run", "train/inner_kl", "tr
 def test_two_iteration_cli_run_per_agent_writes_its_tensorboard_tags(
     tmp_path: Path, args: list[str], tags: set[str]
 ) -> None:
-    proc = maml_rl("train", "--logdir", str(tmp_path), "--num-batches", "2", *args, *TINY)
+    proc = run_cli("train", "--logdir", str(tmp_path), "--num-batches", "2", *args, *TINY)
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = tmp_path.iterdir()
     acc = EventAccumulator(str(run_dir))

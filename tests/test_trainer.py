@@ -21,17 +21,10 @@ from maml_rl.logger import InMemoryLogger, read_jsonl
 from maml_rl.seeding import iteration_seeds
 from maml_rl.trainer import Interrupted, Trainer
 
-PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-TINY = [
-    "env.max_episode_steps=5",
-    "maml.meta_batch_size=3",
-    "maml.fast_batch_size=2",
-    "policy.hidden_sizes=[8, 8]",
-    "trpo.cg_iters=3",
-    "update_threads=1",  # the test machine is shared: spinning OpenMP threads only slow it
-    "num_batches=2",
-    "checkpoint_every=1",
-]
+from conftest import PRESETS
+from conftest import TINY as BASE_TINY
+
+TINY = [*BASE_TINY, "maml.meta_batch_size=3", "num_batches=2", "checkpoint_every=1"]
 
 
 def tiny(**overrides: Any) -> Config:
@@ -100,6 +93,7 @@ def test_metrics_and_run_folder(tmp_path: Path) -> None:
     assert trainer.policy.params().keys() == state["policy"].keys()
 
 
+@pytest.mark.slow
 def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> None:
     Trainer(tiny(num_batches=4), tmp_path / "full", console=False).train()
 

@@ -1,0 +1,57 @@
+"""Shared test fixtures: the presets, tiny run sizes, a small Gaussian policy, the CLI.
+
+Imported by the test modules as ``from conftest import ...`` (pytest puts ``tests/`` on
+``sys.path``). Tests marked ``slow`` start processes (``process``/Ray workers, the CLI in a
+subprocess, a fresh interpreter) or train SB3: ``python -m pytest -m "not slow" tests`` is
+the fast development loop; the full suite is what CI and the README run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from maml_rl.agents.policies import GaussianMLPPolicy
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PRESETS = sorted(CONFIGS.glob("*.yaml"))
+
+#: Config overrides for runs of a few seconds (Navigation2D, the embedded default).
+TINY = [
+    "env.max_episode_steps=5",
+    "maml.meta_batch_size=2",
+    "maml.fast_batch_size=2",
+    "policy.hidden_sizes=[8, 8]",
+    "trpo.cg_iters=3",
+    "update_threads=1",  # the test machine is shared: spinning OpenMP threads only slow it
+]
+
+
+def make_policy(dtype: torch.dtype = torch.float64, activation: str = "tanh") -> GaussianMLPPolicy:
+    """A 2-d Navigation2D policy, 2 x 8 hidden units, with a non-trivial mean.
+
+    The default init makes the output layer almost zero; here it is not, and the biases are
+    non-zero: with zero biases every ReLU sits exactly at its kink for the start observation
+    (0, 0), where the inner gradient jumps.
+    """
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8, 8), activation=activation, init_std=0.5)
+    torch.nn.init.normal_(policy.head.weight, std=0.5)
+    for layer in policy.layers:
+        torch.nn.init.normal_(layer.bias, std=0.1)
+    return policy.to(dtype)
+
+
+def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``maml-rl`` command in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "maml_rl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
