@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from maml_rl.agents.policies import GaussianMLPPolicy
-from maml_rl.sampler import make_sampler
+from maml_rl.samplers import make_sampler
 from maml_rl.tasks import family_class
 
 CHEETAH = "MetaRL/HalfCheetahVel-v0"

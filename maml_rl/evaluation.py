@@ -115,7 +115,7 @@ from maml_rl.batch import EpisodeBatch
 from maml_rl.checkpoint import CHECKPOINT_NAME, checkpoint_path, load_checkpoint
 from maml_rl.config import Config, config_from_dict
 from maml_rl.factories import build_policy
-from maml_rl.sampler import Sampler, make_sampler
+from maml_rl.samplers import Sampler, make_sampler
 from maml_rl.seeding import eval_seed_sequence, iteration_seeds, seed_int
 from maml_rl.tasks import Task, TaskFamily, family_class
 
@@ -649,22 +649,16 @@ def adaptation_curve(
         raise ValueError(f"need {len(fast_lrs) + 1} sampler seeds, got {len(seeds)}")
     params: Mapping[str, torch.Tensor] = {k: v.detach() for k, v in policy.named_parameters()}
     returns, env_steps, total = [], [], 0.0
-    threads = torch.get_num_threads()
-    try:
-        for k, seed in enumerate(seeds):
-            torch.set_num_threads(1)  # the rollout loop: one thread (as the trainer does)
-            batch = sampler.sample(list(tasks), params, episodes, int(seed))
-            torch.set_num_threads(threads)
-            returns.append(batch.episode_returns.double().numpy())
-            total += batch.env_steps / len(tasks)
-            env_steps.append(total)
-            if progress is not None:
-                progress()
-            if k < len(fast_lrs) and fast_lrs[k] != 0.0:
-                params = adapt(policy, params, batch, fast_lrs[k], gamma=gamma,
-                               gae_lambda=gae_lambda)  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
+    for k, seed in enumerate(seeds):
+        batch = sampler.sample(list(tasks), params, episodes, int(seed))
+        returns.append(batch.episode_returns.double().numpy())
+        total += batch.env_steps / len(tasks)
+        env_steps.append(total)
+        if progress is not None:
+            progress()
+        if k < len(fast_lrs) and fast_lrs[k] != 0.0:
+            params = adapt(policy, params, batch, fast_lrs[k], gamma=gamma,
+                           gae_lambda=gae_lambda)  # fmt: skip
     return Curve(np.stack(returns), [float(lr) for lr in fast_lrs], env_steps)
 
 
@@ -832,15 +826,12 @@ def _pretrain(
         ls_backtrack_ratio=t.ls_backtrack_ratio,
     )  # fmt: skip
     env_steps = 0
-    threads = torch.get_num_threads()
     sampler = samplers.get(config, policy, env_id)
     with _Progress(progress, iterations, desc) as bar:
         for i, tasks in enumerate(_training_task_stream(config, iterations)):
             roll_seed = seed_int(eval_seed_sequence(seed, stream, i))
             params = {k: v.detach() for k, v in policy.named_parameters()}
-            torch.set_num_threads(1)
             batch = sampler.sample(tasks, params, config.maml.fast_batch_size, roll_seed)
-            torch.set_num_threads(threads)
             learner.step(batch)
             env_steps += batch.env_steps
             bar.update()

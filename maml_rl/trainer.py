@@ -60,6 +60,7 @@ from maml_rl.factories import build_agent, build_policy, resolve_device
 from maml_rl.logger import ConsoleLogger, JsonlLogger, Logger, MultiLogger, TensorBoardLogger
 from maml_rl.seeding import iteration_seeds
 from maml_rl.tasks import Task, TaskFamily, family_class
+from maml_rl.threads import torch_threads
 
 __all__ = [
     "RESUMABLE_KEYS",
@@ -158,7 +159,7 @@ class Trainer:
         loggers: Sequence[Logger] = (),
         state: Mapping[str, Any] | None = None,
     ) -> None:
-        from maml_rl.sampler import make_sampler
+        from maml_rl.samplers import make_sampler
 
         self.config = config
         self.device = resolve_device(config.device)
@@ -167,7 +168,6 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
         self.iteration = 0
         self.env_steps = 0
-        self._torch_threads = torch.get_num_threads()  # restored by close()
 
         sampler = None  # closed again if anything after it fails
         try:
@@ -290,7 +290,14 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------
     def run_iteration(self) -> dict[str, float]:
-        """One meta-iteration (see the module docstring); returns its metrics."""
+        """One meta-iteration (see the module docstring); returns its metrics.
+
+        It runs on ``update_threads`` torch threads (the sampler runs its calls on one).
+        """
+        with torch_threads(self.config.update_threads):
+            return self._run_iteration()
+
+    def _run_iteration(self) -> dict[str, float]:
         cfg = self.config
         num_steps = cfg.maml.num_adapt_steps
         task_rng, sample_seeds, torch_seed = iteration_seeds(
@@ -305,10 +312,8 @@ class Trainer:
         train_batches: list[EpisodeBatch] = []
         for k in range(num_steps):
             t0 = time.perf_counter()
-            torch.set_num_threads(1)  # the sampler's hot loop: one thread (workers do the same)
             batch = self.sampler.sample(tasks, params, cfg.maml.fast_batch_size, sample_seeds[k])
             t1 = time.perf_counter()
-            torch.set_num_threads(cfg.update_threads)
             # The adapted parameters only drive the next rollouts here; agent.step
             # recomputes the adaptation with the graph it needs.
             params = _detached(self.agent.adapt(params, batch))
@@ -316,11 +321,9 @@ class Trainer:
             adapt_s += time.perf_counter() - t1
             train_batches.append(batch)
         t0 = time.perf_counter()
-        torch.set_num_threads(1)
         valid = self.sampler.sample(tasks, params, cfg.maml.fast_batch_size, sample_seeds[-1])
         t1 = time.perf_counter()
         sample_s += t1 - t0
-        torch.set_num_threads(cfg.update_threads)
         agent_metrics = self.agent.step(train_batches, valid)
         t_end = time.perf_counter()
 
@@ -383,7 +386,6 @@ class Trainer:
             self.sampler.close()
         finally:
             self.logger.close()
-            torch.set_num_threads(self._torch_threads)
 
     def __enter__(self) -> Trainer:
         return self

@@ -47,7 +47,7 @@ from maml_rl.evaluation import (
 )
 from maml_rl.factories import build_policy
 from maml_rl.plotting import plot_comparison
-from maml_rl.sampler import make_sampler
+from maml_rl.samplers import make_sampler
 from maml_rl.tasks import family_class, make_family, unwrap_family
 from maml_rl.trainer import Trainer
 

@@ -35,7 +35,7 @@ from maml_rl.config import load_config
 from maml_rl.envs.navigation import Navigation2DEnv
 from maml_rl.factories import build_agent
 from maml_rl.logger import InMemoryLogger
-from maml_rl.sampler import make_sampler
+from maml_rl.samplers import make_sampler
 from maml_rl.trainer import Trainer
 
 from conftest import CONFIGS, make_policy, run_cli

@@ -16,24 +16,30 @@ import dataclasses
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from torch.distributions import Independent
 
-from maml_rl._workers import (
-    BatchLayout,
-    RolloutEngine,
-    RolloutSpec,
-    Shard,
-    partition,
-)
 from maml_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Policy
 from maml_rl.batch import EpisodeBatch
 from maml_rl.envs.navigation import Navigation2DEnv
-from maml_rl.sampler import Sampler, make_sampler
+from maml_rl.samplers import (
+    BatchLayout,
+    ProcessSampler,
+    RaySampler,
+    RolloutEngine,
+    RolloutSpec,
+    Sampler,
+    Shard,
+    SyncSampler,
+    make_sampler,
+    partition,
+)
 from maml_rl.seeding import task_streams
 from maml_rl.tasks import Task, family_class, register_family, unwrap_family
 from maml_rl.vector import TaskVectorEnv, make_task_env
@@ -267,6 +273,44 @@ def test_sync_restores_the_torch_thread_count() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+class ThreadRecordingPolicy(GaussianMLPPolicy):
+    """Records ``torch.get_num_threads()`` at every forward (in a class-level list:
+    the sampler runs a copy of the policy)."""
+
+    seen: ClassVar[list[int]] = []
+
+    def forward(
+        self, obs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
+    ) -> Independent:
+        self.seen.append(torch.get_num_threads())
+        return super().forward(obs, params)
+
+
+def test_sample_runs_on_one_thread_and_restores_the_count() -> None:
+    """The sampler owns the thread policy: the rollout loop runs on one torch thread
+    whatever the caller set, and the caller's count is back after the call, also
+    when it raises. Every backend inherits this ``sample``."""
+    case = CASES["nav"]
+    torch.manual_seed(0)
+    policy = ThreadRecordingPolicy(2, 2, (8,))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with make_sampler(NAV, policy, max_episode_steps=5) as sampler:
+            ThreadRecordingPolicy.seen.clear()
+            sampler.sample(case.tasks(), policy.params(), 2, seed=0)
+            assert ThreadRecordingPolicy.seen, "the policy ran in this process"
+            assert set(ThreadRecordingPolicy.seen) == {1}
+            assert torch.get_num_threads() == 2
+            with pytest.raises(ValueError, match="seed"):
+                sampler.sample(case.tasks(), policy.params(), 2, seed=-1)
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for backend in (SyncSampler, ProcessSampler, RaySampler):
+        assert backend.sample is Sampler.sample, f"{backend.__name__} overrides sample()"
 
 
 # -- the same batch everywhere --------------------------------------------------------
