@@ -61,6 +61,7 @@ __all__ = [
     "Forward",
     "InnerCurvature",
     "Layers",
+    "LogStdAtFloor",
     "Tangent",
     "Vector",
     "Workspace",
@@ -98,6 +99,14 @@ def axpy(x: Vector, alpha: float, y: Vector) -> Vector:
 def supports(policy: Policy) -> bool:
     """Whether ``policy`` is a Gaussian MLP whose derivatives this module computes."""
     return type(policy) is GaussianMLPPolicy and policy.activation in ("relu", "tanh")
+
+
+class LogStdAtFloor(Exception):
+    """Some log-std sits at or below the policy's floor.
+
+    The policy clamps the log-std there, which makes it constant; the derivatives of
+    this module assume it is not.
+    """
 
 
 def _t(w: torch.Tensor) -> torch.Tensor:
@@ -176,7 +185,7 @@ def forward(
     *,
     derivatives: bool = True,
     ws: Workspace | None = None,
-) -> Forward | None:
+) -> Forward:
     """The forward pass at stacked ``params`` on ``obs [N, M, obs_dim]``.
 
     Args:
@@ -186,13 +195,12 @@ def forward(
         derivatives: also cache ``φ'`` and ``φ''`` (False: only the mean is needed).
         ws: where the activations go (default: fresh tensors).
 
-    Returns:
-        The pass, or ``None`` if some log-std sits at or below the policy's floor, where
-        the policy's clamp makes it constant (this module assumes it is not).
+    Raises:
+        LogStdAtFloor: where the policy's clamp of the log-std is active.
     """
     log_std = params["log_std"]
     if bool((log_std <= policy.min_log_std).any()):
-        return None
+        raise LogStdAtFloor(f"a log-std is at the policy's floor {policy.min_log_std}")
     names = layer_names(policy)
     weights = [params[w] for w, _ in names]
     biases = [params[b] for _, b in names]
