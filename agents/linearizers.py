@@ -198,18 +198,16 @@ class Linearizer(abc.ABC):
 
 
 def surrogate_and_kl(
-    policy: Policy,
-    params: Mapping[str, torch.Tensor],
-    valid: TaskSamples,
-    old_log_probs: torch.Tensor,
-    old_dist: Distribution,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Surrogate loss and mean KL of the (stacked) adapted ``params`` on ``valid``."""
-    dist = policy(valid.observations, params)
-    ratio = torch.exp(dist.log_prob(valid.actions) - old_log_probs)
+    log_probs: torch.Tensor, dist: Distribution, valid: TaskSamples, lin: Linearization
+) -> tuple[float, float]:
+    """Surrogate loss and mean KL (from ``lin``'s policies) of adapted policies ``dist``.
+
+    ``log_probs``: ``[N, M]`` their log-probabilities of the valid actions.
+    """
+    ratio = torch.exp(log_probs - lin.old_log_probs)
     loss = -(ratio * valid.advantages * valid.weights).sum(1).mean()
-    kl = (kl_divergence(old_dist, dist) * valid.weights).sum(1).mean()
-    return loss, kl
+    kl = (kl_divergence(lin.old_dist, dist) * valid.weights).sum(1).mean()
+    return loss.item(), kl.item()
 
 
 class AutogradLinearizer(Linearizer):
@@ -229,12 +227,9 @@ class AutogradLinearizer(Linearizer):
         super().__init__(policy, settings)
 
     def _adapt_chain(
-        self,
-        theta: Mapping[str, torch.Tensor],
-        train: Sequence[TaskSamples],
-        keep_graph: bool,
+        self, theta: Mapping[str, torch.Tensor], train: Sequence[TaskSamples], keep_graph: bool,
         old_log_probs: Sequence[torch.Tensor] | None = None,
-    ) -> list[InnerStep]:
+    ) -> list[InnerStep]:  # fmt: skip
         s = self.settings
         return adapt_chain(
             self.policy, theta, train, s.fast_lr, second_order=not s.first_order,
@@ -308,9 +303,8 @@ class AutogradLinearizer(Linearizer):
     ) -> tuple[float, float]:
         with torch.no_grad():
             steps = self._adapt_chain(theta, train, False, lin.inner_old_log_probs)
-            params = steps[-1].params_out
-            loss, kl = surrogate_and_kl(self.policy, params, valid, lin.old_log_probs, lin.old_dist)
-        return loss.item(), kl.item()
+            dist = self.policy(valid.observations, steps[-1].params_out)
+            return surrogate_and_kl(dist.log_prob(valid.actions), dist, valid, lin)
 
     def _gauss_newton_hvp(
         self,

@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import Independent, Normal
 
 from maml_rl.agents import _gaussian_mlp as gm
 from maml_rl.agents.linearizers import (
@@ -26,6 +26,7 @@ from maml_rl.agents.linearizers import (
     Linearization,
     Linearizer,
     LinearizerSettings,
+    surrogate_and_kl,
 )
 from maml_rl.agents.maml import TaskSamples, stack_for_tasks
 from maml_rl.agents.policies import GaussianMLPPolicy, Params, Policy, stack_params
@@ -113,9 +114,14 @@ class GaussianMLPLinearizer(Linearizer):
         valid: TaskSamples,
         lin: Linearization,
     ) -> tuple[float, float]:
+        ws = self._eval_workspace  # each step's buffers are dead by the next, and here
         try:
             with torch.no_grad():
-                return self._evaluate(theta, train, valid, lin)
+                adapted = self._adapt(theta, train, keep=False, ws=ws).params
+                fw = gm.forward(self._policy, adapted, valid.observations, derivatives=False, ws=ws)
+                std = fw.std.expand_as(fw.mean)
+                dist = Independent(Normal(fw.mean, std, validate_args=False), 1)
+                return surrogate_and_kl(fw.log_prob(valid.actions)[0], dist, valid, lin)
         except gm.LogStdAtFloor:
             return self._autograd.evaluate(theta, train, valid, lin)
 
@@ -238,21 +244,3 @@ class GaussianMLPLinearizer(Linearizer):
             inner_old_log_probs=adaptation.log_probs,
             on_release=release,
         )
-
-    def _evaluate(
-        self,
-        theta: Mapping[str, torch.Tensor],
-        train: Sequence[TaskSamples],
-        valid: TaskSamples,
-        lin: Linearization,
-    ) -> tuple[float, float]:
-        policy = self._policy
-        ws = self._eval_workspace  # each step's buffers are dead by the next, and here
-        adapted = self._adapt(theta, train, keep=False, ws=ws).params
-        fw = gm.forward(policy, adapted, valid.observations, derivatives=False, ws=ws)
-        log_probs, _ = fw.log_prob(valid.actions)
-        ratio = torch.exp(log_probs - lin.old_log_probs)
-        loss = -(ratio * valid.advantages * valid.weights).sum(1).mean()
-        dist = Independent(Normal(fw.mean, fw.std.expand_as(fw.mean), validate_args=False), 1)
-        kl = (kl_divergence(lin.old_dist, dist) * valid.weights).sum(1).mean()
-        return loss.item(), kl.item()
