@@ -84,6 +84,7 @@ __all__ = [
     "Linearization",
     "Linearizer",
     "LinearizerSettings",
+    "surrogate_and_kl",
 ]
 
 HVP_METHODS = ("gauss_newton", "exact", "first_order")
@@ -116,7 +117,7 @@ class LinearizerSettings:
         return max(1, math.ceil(self.hvp_subsample * num_tasks - 1e-9))
 
 
-def _keep() -> None:
+def _nothing() -> None:
     return None
 
 
@@ -147,7 +148,7 @@ class Linearization:
     old_log_probs: torch.Tensor
     old_dist: Distribution
     inner_old_log_probs: list[torch.Tensor]
-    on_release: Callable[[], None] = _keep
+    on_release: Callable[[], None] = _nothing
 
     def release(self) -> None:
         """The step is over: :attr:`hvp` is not called again, its buffers may be reused."""
@@ -185,11 +186,7 @@ class Linearizer(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(
-        self,
-        theta: Mapping[str, torch.Tensor],
-        train: Sequence[TaskSamples],
-        valid: TaskSamples,
-        lin: Linearization,
+        self, theta: Params, train: Sequence[TaskSamples], valid: TaskSamples, lin: Linearization
     ) -> tuple[float, float]:
         """Surrogate and mean KL (from ``lin``'s policies) at candidate ``theta``.
 
@@ -295,11 +292,7 @@ class AutogradLinearizer(Linearizer):
         )
 
     def evaluate(
-        self,
-        theta: Mapping[str, torch.Tensor],
-        train: Sequence[TaskSamples],
-        valid: TaskSamples,
-        lin: Linearization,
+        self, theta: Params, train: Sequence[TaskSamples], valid: TaskSamples, lin: Linearization
     ) -> tuple[float, float]:
         with torch.no_grad():
             steps = self._adapt_chain(theta, train, False, lin.inner_old_log_probs)

@@ -108,11 +108,7 @@ class GaussianMLPLinearizer(Linearizer):
             return self._autograd.linearize(train, valid)
 
     def evaluate(
-        self,
-        theta: Mapping[str, torch.Tensor],
-        train: Sequence[TaskSamples],
-        valid: TaskSamples,
-        lin: Linearization,
+        self, theta: Params, train: Sequence[TaskSamples], valid: TaskSamples, lin: Linearization
     ) -> tuple[float, float]:
         ws = self._eval_workspace  # each step's buffers are dead by the next, and here
         try:

@@ -213,7 +213,7 @@ class MAMLTRPO(InnerLoop):
         lin = self.linearizer.linearize(train, valid)
         t1 = time.perf_counter()
 
-        def evaluate(candidate: Mapping[str, torch.Tensor]) -> tuple[float, float]:
+        def evaluate(candidate: Params) -> tuple[float, float]:
             return self.linearizer.evaluate(candidate, train, valid, lin)
 
         result = trust_region_step(

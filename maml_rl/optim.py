@@ -214,7 +214,7 @@ def trust_region_step(
     loss: float,
     grad: torch.Tensor,
     hvp: Callable[[torch.Tensor], torch.Tensor],
-    evaluate: Callable[[Mapping[str, torch.Tensor]], tuple[float, float]],
+    evaluate: Callable[[dict[str, torch.Tensor]], tuple[float, float]],
     *,
     max_kl: float,
     damping: float,
