@@ -1,16 +1,16 @@
 """Hand-derived first and second derivatives of a Gaussian MLP policy, for MAML-TRPO.
 
-:class:`~maml_rl.agents.maml_trpo.MAMLTRPO` spends nearly all its time in
-Hessian-vector products through the adaptation (see its module docstring). Autograd
-builds them from the graphs of the adaptation and the outer network, which costs
-about as many large matrix products as a hand-written pass, but also many more
-elementwise passes over the ``[N, M, hidden]`` activations (ReLU's
-``threshold_backward`` and its derivative, gradient accumulation, zero-filled
-gradients), and those, plus fresh allocations of ``[N, M, hidden]`` buffers, took
-half the time. Here the same quantities are computed directly, with Pearlmutter's
-method (forward tangents, then the derivative of backpropagation along them), from
-activations and activation derivatives cached once per TRPO step and reused by every
-conjugate-gradient iteration.
+:class:`~maml_rl.agents.linearizers_gaussian_mlp.GaussianMLPLinearizer` computes the
+gradient and the Hessian-vector products of :mod:`maml_rl.agents.linearizers` from
+these functions instead of autograd. Autograd builds the products from the graphs of
+the adaptation and the outer network with about as many large matrix products as a
+hand-written pass, but also many more elementwise passes over the ``[N, M, hidden]``
+activations (ReLU's ``threshold_backward`` and its derivative, gradient accumulation,
+zero-filled gradients) and fresh allocations of ``[N, M, hidden]`` buffers. Here the
+same quantities are computed directly, with Pearlmutter's method (forward tangents,
+then the derivative of backpropagation along them), from activations and activation
+derivatives cached once per TRPO step and reused by every conjugate-gradient
+iteration.
 
 Notation, per task (all tensors carry a leading task dimension ``N``; ``M`` samples
 per task): hidden layers ``z_l = a_{l-1} W_lᵀ + b_l``, ``a_l = φ(z_l)`` with
@@ -61,6 +61,7 @@ __all__ = [
     "Forward",
     "InnerCurvature",
     "Layers",
+    "LogStdAtFloor",
     "Tangent",
     "Vector",
     "Workspace",
@@ -98,6 +99,14 @@ def axpy(x: Vector, alpha: float, y: Vector) -> Vector:
 def supports(policy: Policy) -> bool:
     """Whether ``policy`` is a Gaussian MLP whose derivatives this module computes."""
     return type(policy) is GaussianMLPPolicy and policy.activation in ("relu", "tanh")
+
+
+class LogStdAtFloor(Exception):
+    """Some log-std sits at or below the policy's floor.
+
+    The policy clamps the log-std there, which makes it constant; the derivatives of
+    this module assume it is not.
+    """
 
 
 def _t(w: torch.Tensor) -> torch.Tensor:
@@ -176,7 +185,7 @@ def forward(
     *,
     derivatives: bool = True,
     ws: Workspace | None = None,
-) -> Forward | None:
+) -> Forward:
     """The forward pass at stacked ``params`` on ``obs [N, M, obs_dim]``.
 
     Args:
@@ -186,13 +195,12 @@ def forward(
         derivatives: also cache ``φ'`` and ``φ''`` (False: only the mean is needed).
         ws: where the activations go (default: fresh tensors).
 
-    Returns:
-        The pass, or ``None`` if some log-std sits at or below the policy's floor, where
-        the policy's clamp makes it constant (this module assumes it is not).
+    Raises:
+        LogStdAtFloor: where the policy's clamp of the log-std is active.
     """
     log_std = params["log_std"]
     if bool((log_std <= policy.min_log_std).any()):
-        return None
+        raise LogStdAtFloor(f"a log-std is at the policy's floor {policy.min_log_std}")
     names = layer_names(policy)
     weights = [params[w] for w, _ in names]
     biases = [params[b] for _, b in names]
@@ -222,13 +230,13 @@ def forward(
 class Workspace:
     """Reusable ``[N, M, width]`` buffers, by name, for computations that repeat.
 
-    A fresh buffer of that size (16 MB at the MAML paper's sizes) costs a page fault
-    per 4 KB the first time it is written — here as much as a matrix product with it,
-    because glibc returns such large blocks to the OS when they are freed. A TRPO step
-    runs the same sequence of operations on same-shaped batches every time, so each
-    operation keeps its output buffer by name, across conjugate-gradient iterations,
-    line-search candidates and steps. Whoever holds a workspace must not use it for two
-    computations whose results are alive at once: :meth:`scope` gives disjoint names.
+    A fresh buffer of that size costs a page fault per 4 KB the first time it is
+    written, because glibc returns such large blocks to the OS when they are freed. A
+    TRPO step runs the same sequence of operations on same-shaped batches every time,
+    so each operation keeps its output buffer by name, across conjugate-gradient
+    iterations, line-search candidates and steps. Whoever holds a workspace must not
+    use it for two computations whose results are alive at once: :meth:`scope` gives
+    disjoint names.
     """
 
     def __init__(self, buffers: dict[str, torch.Tensor] | None = None, prefix: str = "") -> None:

@@ -47,6 +47,7 @@ import time
 import numpy as np
 import torch
 
+from maml_rl.agents.linearizers import AutogradLinearizer
 from maml_rl.agents.maml_trpo import MAMLTRPO
 from maml_rl.agents.policies import GaussianMLPPolicy, stack_params
 from maml_rl.batch import EpisodeBatch
@@ -187,7 +188,8 @@ def time_shape(
         kwargs, hand_derived = METHODS[label]
         kwargs = {k: args.subsample if v == "subsample" else v for k, v in kwargs.items()}
         agent = MAMLTRPO(policy, cg_iters=args.cg_iters, device=args.device, **kwargs)
-        agent._hand_derived = hand_derived
+        if not hand_derived:
+            agent.linearizer = AutogradLinearizer(agent.policy, agent.linearizer.settings)
         agents[label] = agent
     runs: dict[str, list[dict[str, float]]] = {label: [] for label in methods}
     for i in range(args.warmup + args.iterations):

@@ -35,7 +35,7 @@ from torch.distributions import kl_divergence
 from maml_rl.agents.maml import TaskSamples, detach_distribution
 from maml_rl.agents.policies import Policy
 from maml_rl.batch import EpisodeBatch
-from maml_rl.optim import backtracking_line_search, conjugate_gradient
+from maml_rl.optim import trust_region_step
 from maml_rl.tasks import Task, TaskFamily, family_class, register_family, unwrap_family
 from maml_rl.vector import BatchedTaskEnv, make_task_env
 
@@ -366,51 +366,27 @@ class MultiTaskTRPO:
             grad_kl = _flat(torch.autograd.grad(kl, params, create_graph=True))
 
         def fisher_vector(v: torch.Tensor) -> torch.Tensor:
-            hv = torch.autograd.grad(grad_kl, params, grad_outputs=v, retain_graph=True)
-            return _flat(hv) + self.cg_damping * v
+            return _flat(torch.autograd.grad(grad_kl, params, grad_outputs=v, retain_graph=True))
 
-        loss_before = loss.item()
-        metrics = {"train/surrogate_loss": loss_before, "train/grad_norm": g.norm().item()}
-        theta_old = _flat([p.detach() for p in params])
+        def evaluate(cand: Mapping[str, torch.Tensor]) -> tuple[float, float]:
+            with torch.no_grad():
+                new_dist = self.policy(samples.observations, cand)
+                kl_c = (kl_divergence(old_dist, new_dist) * samples.weights).sum(1).mean()
+                return surrogate(cand, old_lp).item(), kl_c.item()
 
-        def unflat(vec: torch.Tensor) -> dict[str, torch.Tensor]:
-            out, i = {}, 0
-            for name, p in theta.items():
-                out[name] = vec[i : i + p.numel()].view_as(p)
-                i += p.numel()
-            return out
-
-        accepted, tried, kl_after, loss_after = False, 0, 0.0, loss_before
-        cg = conjugate_gradient(fisher_vector, g, self.cg_iters)
-        if cg.xAx > 0 and math.isfinite(cg.xAx) and torch.isfinite(cg.x).all():
-            full_step = -math.sqrt(2.0 * self.max_kl / cg.xAx) * cg.x
-
-            def evaluate(fraction: float) -> tuple[float, float]:
-                cand = unflat(theta_old + fraction * full_step)
-                with torch.no_grad():
-                    new_dist = self.policy(samples.observations, cand)
-                    kl_c = (kl_divergence(old_dist, new_dist) * samples.weights).sum(1).mean()
-                    return surrogate(cand, old_lp).item(), kl_c.item()
-
-            result = backtracking_line_search(
-                evaluate, loss_before, self.max_kl, self.ls_max_steps, self.ls_backtrack_ratio
-            )
-            accepted, tried = result.accepted, result.steps
-            kl_after, loss_after = result.kl, result.loss
-            if accepted:
-                new = unflat(theta_old + result.fraction * full_step)
-                with torch.no_grad():
-                    for name, p in theta.items():
-                        p.copy_(new[name])
-        metrics.update(
-            {
-                "train/surrogate_loss_after": loss_after,
-                "train/kl": kl_after,
-                "train/line_search_steps": float(tried),
-                "train/step_accepted": float(accepted),
-            }
-        )
-        return metrics
+        result = trust_region_step(
+            theta, loss.item(), g, fisher_vector, evaluate, max_kl=self.max_kl,
+            damping=self.cg_damping, cg_iters=self.cg_iters, ls_max_steps=self.ls_max_steps,
+            ls_backtrack_ratio=self.ls_backtrack_ratio,
+        )  # fmt: skip
+        return {
+            "train/surrogate_loss": loss.item(),
+            "train/grad_norm": result.grad_norm,
+            "train/surrogate_loss_after": result.loss,
+            "train/kl": result.kl,
+            "train/line_search_steps": float(result.line_search_steps),
+            "train/step_accepted": float(result.accepted),
+        }
 
 
 # -- Stable-Baselines3 PPO from scratch on one task ---------------------------------------

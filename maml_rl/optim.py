@@ -1,23 +1,50 @@
-"""The two numerical pieces of a TRPO step, as small pure functions.
+"""The TRPO step and its two numerical pieces.
 
 * :func:`conjugate_gradient` solves ``A x = b`` for a symmetric positive-definite
   ``A`` known only through products ``v ↦ A v`` (here: Hessian-vector products of
   the KL), and returns ``xᵀ A x`` for free.
 * :func:`backtracking_line_search` shrinks a proposed step until it improves the
   objective and satisfies the trust-region constraint, or gives up.
+* :func:`trust_region_step` puts them together: the natural-gradient direction,
+  scaled to the trust region, shrunk by the line search, applied to the parameters.
 
-Both follow Schulman et al. (2015), "Trust Region Policy Optimization", App. C.
+All follow Schulman et al. (2015), "Trust Region Policy Optimization", App. C.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-__all__ = ["CGResult", "LineSearchResult", "backtracking_line_search", "conjugate_gradient"]
+__all__ = [
+    "CGResult",
+    "LineSearchResult",
+    "TrustRegionResult",
+    "backtracking_line_search",
+    "conjugate_gradient",
+    "flatten",
+    "trust_region_step",
+    "unflatten",
+]
+
+
+def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The tensors' entries, concatenated into one 1-D tensor."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten(vec: torch.Tensor, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`flatten` for tensors shaped like ``like``'s (views of ``vec``)."""
+    out: dict[str, torch.Tensor] = {}
+    i = 0
+    for name, p in like.items():
+        out[name] = vec[i : i + p.numel()].view_as(p)
+        i += p.numel()
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,3 +178,115 @@ def backtracking_line_search(
             return LineSearchResult(True, fraction, step, loss, kl)
         fraction *= backtrack_ratio
     return LineSearchResult(False, 0.0, max_steps, loss_before, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrustRegionResult:
+    """Outcome of :func:`trust_region_step`.
+
+    Attributes:
+        accepted: whether a step was applied to the parameters.
+        loss: the objective after the step (the one before if none was applied).
+        kl: the constraint's value at the applied step (0.0 if none).
+        line_search_steps: candidates evaluated (0 if the search did not run).
+        step_norm: norm of the applied step (0.0 if none).
+        grad_norm: norm of the gradient.
+        cg_iterations: products ``v ↦ A v`` of the solve (0 if it did not run).
+        cg_residual: its residual norm relative to the gradient's (NaN if not run).
+        cg_s: seconds spent in the solve.
+        line_search_s: seconds spent in the line search and applying the step.
+    """
+
+    accepted: bool
+    loss: float
+    kl: float
+    line_search_steps: int
+    step_norm: float
+    grad_norm: float
+    cg_iterations: int
+    cg_residual: float
+    cg_s: float
+    line_search_s: float
+
+
+def trust_region_step(
+    params: Mapping[str, torch.Tensor],
+    loss: float,
+    grad: torch.Tensor,
+    hvp: Callable[[torch.Tensor], torch.Tensor],
+    evaluate: Callable[[dict[str, torch.Tensor]], tuple[float, float]],
+    *,
+    max_kl: float,
+    damping: float,
+    cg_iters: int,
+    ls_max_steps: int,
+    ls_backtrack_ratio: float,
+) -> TrustRegionResult:
+    """One TRPO step of ``params``, in place.
+
+    Solves ``(H + damping·I) s = g`` by :func:`conjugate_gradient`, scales ``−s`` to
+    the trust region, ``β = sqrt(2 max_kl / sᵀ(H + damping·I)s)`` (the largest step
+    with ``½ sᵀHs = max_kl`` under the quadratic model of the KL), and tries the
+    fractions ``1, r, r², …`` of ``−β s`` by :func:`backtracking_line_search`. The
+    accepted candidate is copied into ``params``; if the loss, the gradient or the
+    direction is not finite, or no candidate is accepted, ``params`` are left as they
+    are.
+
+    Args:
+        params: the parameters (e.g. ``dict(module.named_parameters())``), updated in
+            place; ``grad`` and the products are flat in their order.
+        loss: the objective at ``params``.
+        grad: its flat gradient ``g``.
+        hvp: ``v ↦ H v``, the constraint's Hessian at ``params``; only called before
+            the first ``evaluate``.
+        evaluate: candidate parameters (keyed like ``params``) ``↦ (loss, kl)``; pure.
+        max_kl: the trust-region radius.
+        damping: added to ``H``'s diagonal in the solve.
+        cg_iters: conjugate-gradient iterations.
+        ls_max_steps: line-search candidates.
+        ls_backtrack_ratio: step shrink factor per candidate, ``r``.
+
+    Returns:
+        A :class:`TrustRegionResult`.
+    """
+    t0 = time.perf_counter()
+    grad_norm = grad.norm().item()
+    full_step: torch.Tensor | None = None
+    cg_residual, cg_iterations = math.nan, 0
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        cg = conjugate_gradient(lambda v: hvp(v) + damping * v, grad, cg_iters)
+        cg_residual = cg.residual_norm / max(grad_norm, 1e-30)
+        cg_iterations = cg.iterations
+        if cg.xAx > 0 and math.isfinite(cg.xAx) and bool(torch.isfinite(cg.x).all()):
+            full_step = -math.sqrt(2.0 * max_kl / cg.xAx) * cg.x
+    t1 = time.perf_counter()
+
+    theta_old = flatten([p.detach() for p in params.values()])
+    search = LineSearchResult(False, 0.0, 0, loss, 0.0)
+    if full_step is not None:
+        step = full_step
+
+        def at(fraction: float) -> tuple[float, float]:
+            return evaluate(unflatten(theta_old + fraction * step, params))
+
+        search = backtracking_line_search(at, loss, max_kl, ls_max_steps, ls_backtrack_ratio)
+    step_norm = 0.0
+    if search.accepted and full_step is not None:
+        new = unflatten(theta_old + search.fraction * full_step, params)
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(new[name])
+        step_norm = search.fraction * full_step.norm().item()
+    t2 = time.perf_counter()
+    return TrustRegionResult(
+        accepted=search.accepted,
+        loss=search.loss,
+        kl=search.kl,
+        line_search_steps=search.steps,
+        step_norm=step_norm,
+        grad_norm=grad_norm,
+        cg_iterations=cg_iterations,
+        cg_residual=cg_residual,
+        cg_s=t1 - t0,
+        line_search_s=t2 - t1,
+    )

@@ -1,4 +1,4 @@
-"""MAML inner loop and MAML-TRPO: the meta-learning invariants (maml_rl.agents, maml_rl.optim)."""
+"""MAML inner loop and MAML-TRPO: the meta-learning invariants (maml_rl.agents)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from maml_rl.agents.linearizers import HVP_METHODS, AutogradLinearizer
+from maml_rl.agents.linearizers_gaussian_mlp import GaussianMLPLinearizer
 from maml_rl.agents.maml import TaskSamples, inner_losses, inner_step
-from maml_rl.agents.maml_trpo import MAMLTRPO, _flat, _unflat
+from maml_rl.agents.maml_trpo import MAMLTRPO
 from maml_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Policy, stack_params
 from maml_rl.batch import EpisodeBatch
 from maml_rl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
-from maml_rl.optim import backtracking_line_search, conjugate_gradient
+from maml_rl.optim import flatten, unflatten
 from maml_rl.tasks import Task
 
 N, E, T = 3, 4, 8
@@ -159,7 +161,7 @@ def test_stacked_params_for_the_wrong_task_count_are_rejected() -> None:
 
 
 def _meta_gradient(agent: MAMLTRPO, train: list[EpisodeBatch], valid: EpisodeBatch) -> torch.Tensor:
-    lin, _ = agent._linearize([agent.samples(b) for b in train], agent.samples(valid))
+    lin = agent.linearizer.linearize([agent.samples(b) for b in train], agent.samples(valid))
     return lin.grad
 
 
@@ -170,15 +172,15 @@ def test_meta_gradient_equals_finite_differences(num_steps: int) -> None:
     train_b, valid_b = meta_batches(agent, num_steps)
     train = [agent.samples(b) for b in train_b]
     valid = agent.samples(valid_b)
-    lin, _ = agent._linearize(train, valid)
+    lin = agent.linearizer.linearize(train, valid)
     theta = {k: v.detach() for k, v in policy.named_parameters()}
     direction = torch.randn(lin.grad.shape, generator=torch.Generator().manual_seed(1),
                             dtype=torch.float64)  # fmt: skip
     eps = 1e-6
 
     def loss_at(sign: float) -> float:
-        shifted = _unflat(_flat(list(theta.values())) + sign * eps * direction, theta)
-        return agent._evaluate(shifted, train, valid, lin.old_log_probs, lin.old_dist)[0]
+        shifted = unflatten(flatten(list(theta.values())) + sign * eps * direction, theta)
+        return agent.linearizer.evaluate(shifted, train, valid, lin)[0]
 
     fd = (loss_at(1.0) - loss_at(-1.0)) / (2 * eps)
     assert lin.grad @ direction == pytest.approx(fd, rel=1e-5, abs=1e-9)
@@ -209,8 +211,8 @@ def test_second_order_gradient_matches_per_task_reference_and_differs_from_first
             outer = -(torch.exp(lp - lp.detach()) * va.advantages[i] * va.weights[i]).sum() / N
             for r, g in zip(ref, torch.autograd.grad(outer, list(theta.values())), strict=True):
                 r += g
-    torch.testing.assert_close(g2, _flat(ref2))
-    torch.testing.assert_close(g1, _flat(ref1))
+    torch.testing.assert_close(g2, flatten(ref2))
+    torch.testing.assert_close(g1, flatten(ref1))
 
 
 def test_linearization_is_the_same_under_no_grad() -> None:
@@ -218,11 +220,11 @@ def test_linearization_is_the_same_under_no_grad() -> None:
     agent = make_agent(policy)
     train_b, valid_b = meta_batches(agent)
     train, valid = [agent.samples(b) for b in train_b], agent.samples(valid_b)
-    lin, hvp = agent._linearize(train, valid)
+    lin = agent.linearizer.linearize(train, valid)
     with torch.no_grad():  # e.g. a trainer that wraps its whole loop
-        lin_ng, hvp_ng = agent._linearize(train, valid)
+        lin_ng = agent.linearizer.linearize(train, valid)
         v = lin.grad.clone()
-        torch.testing.assert_close(hvp_ng(v), hvp(v))
+        torch.testing.assert_close(lin_ng.hvp(v), lin.hvp(v))
     torch.testing.assert_close(lin_ng.grad, lin.grad)
 
 
@@ -243,8 +245,8 @@ def test_gauss_newton_products_equal_exact_kl_hessian_products(
     train_b, valid_b = meta_batches(gn, num_steps)
     train = [gn.samples(b) for b in train_b]
     valid = gn.samples(valid_b)
-    _, hvp_gn = gn._linearize(train, valid)
-    _, hvp_exact = exact._linearize(train, valid)
+    hvp_gn = gn.linearizer.linearize(train, valid).hvp
+    hvp_exact = exact.linearizer.linearize(train, valid).hvp
     g = torch.Generator().manual_seed(2)
     size = sum(p.numel() for p in policy.parameters())
     u, v = (torch.randn(size, generator=g, dtype=torch.float64) for _ in range(2))
@@ -262,11 +264,12 @@ def test_subsampled_curvature_is_the_curvature_of_the_first_tasks(hvp: str) -> N
     full = make_agent(policy, hvp=hvp)
     train_b, valid_b = meta_batches(sub)
     train, valid = [sub.samples(b) for b in train_b], sub.samples(valid_b)
-    lin_sub, hvp_sub = sub._linearize(train, valid)
-    lin_full, _ = full._linearize(train, valid)
+    lin_sub = sub.linearizer.linearize(train, valid)
+    hvp_sub = lin_sub.hvp
+    lin_full = full.linearizer.linearize(train, valid)
     # The gradient (and the line search) still use every task.
     torch.testing.assert_close(lin_sub.grad, lin_full.grad)
-    _, hvp_head = full._linearize([s.head(2) for s in train], valid.head(2))
+    hvp_head = full.linearizer.linearize([s.head(2) for s in train], valid.head(2)).hvp
     v = torch.randn(lin_sub.grad.shape, generator=torch.Generator().manual_seed(3),
                     dtype=torch.float64)  # fmt: skip
     torch.testing.assert_close(hvp_sub(v), hvp_head(v))
@@ -284,8 +287,10 @@ def test_bfloat16_products_round_the_float_ones_and_leave_the_gradient(
     low = make_agent(policy, num_adapt_steps=num_steps, hvp=hvp, hvp_dtype="bfloat16")
     train_b, valid_b = meta_batches(exact, num_steps)
     train, valid = [exact.samples(b) for b in train_b], exact.samples(valid_b)
-    lin_e, hvp_e = exact._linearize(train, valid)
-    lin_l, hvp_l = low._linearize(train, valid)
+    lin_e = exact.linearizer.linearize(train, valid)
+    hvp_e = lin_e.hvp
+    lin_l = low.linearizer.linearize(train, valid)
+    hvp_l = lin_l.hvp
     assert lin_l.loss == lin_e.loss
     torch.testing.assert_close(lin_l.grad, lin_e.grad, rtol=0, atol=0)
     g = torch.Generator().manual_seed(5)
@@ -301,7 +306,7 @@ def test_bfloat16_products_round_the_float_ones_and_leave_the_gradient(
         assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= low.max_kl
 
 
-# -- hand-derived derivatives (agents._gaussian_mlp) -------------------------------------------
+# -- the two linearizers (agents.linearizers*) -------------------------------------------------
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
@@ -323,13 +328,14 @@ def test_hand_derived_derivatives_equal_autograd(
         "num_adapt_steps": num_steps, "first_order": first_order, "hvp": hvp,
         "hvp_subsample": subsample,
     }  # fmt: skip
-    fast, ref = make_agent(policy, **kwargs), make_agent(policy, **kwargs)
-    ref._hand_derived = False
-    assert fast._structured() and not ref._structured()
-    train_b, valid_b = meta_batches(fast, num_steps)
-    train, valid = [fast.samples(b) for b in train_b], fast.samples(valid_b)
-    lin_f, hvp_f = fast._linearize(train, valid)
-    lin_r, hvp_r = ref._linearize(train, valid)
+    agent = make_agent(policy, **kwargs)
+    fast = agent.linearizer
+    assert isinstance(fast, GaussianMLPLinearizer)
+    ref = AutogradLinearizer(policy, fast.settings)
+    train_b, valid_b = meta_batches(agent, num_steps)
+    train, valid = [agent.samples(b) for b in train_b], agent.samples(valid_b)
+    lin_f, lin_r = fast.linearize(train, valid), ref.linearize(train, valid)
+    hvp_f, hvp_r = lin_f.hvp, lin_r.hvp
     assert lin_f.loss == pytest.approx(lin_r.loss, rel=1e-12)
     assert lin_f.inner_loss == pytest.approx(lin_r.inner_loss, rel=1e-12)
     torch.testing.assert_close(lin_f.grad, lin_r.grad, rtol=1e-10, atol=1e-13)
@@ -343,16 +349,65 @@ def test_hand_derived_derivatives_equal_autograd(
     # Line-search candidates and the sampling-time adaptation.
     theta = {k: p.detach() + 0.01 * torch.randn(p.shape, generator=g, dtype=p.dtype)
              for k, p in policy.named_parameters()}  # fmt: skip
-    got = fast._evaluate(theta, train, valid, lin_f.old_log_probs, lin_f.old_dist)
-    want = ref._evaluate(theta, train, valid, lin_r.old_log_probs, lin_r.old_dist)
+    got = fast.evaluate(theta, train, valid, lin_f)
+    want = ref.evaluate(theta, train, valid, lin_r)
     assert got == pytest.approx(want, rel=1e-10)
     params_f: dict[str, torch.Tensor] = policy.params()
     params_r: dict[str, torch.Tensor] = policy.params()
-    for batch in train_b:
-        params_f, params_r = fast.adapt(params_f, batch), ref.adapt(params_r, batch)
+    for samples in train:
+        params_f, params_r = fast.adapt(params_f, samples), ref.adapt(params_r, samples)
         for k in params_f:
             torch.testing.assert_close(params_f[k], params_r[k])
             assert not params_f[k].requires_grad
+
+
+class _GaussianSubclass(GaussianMLPPolicy):
+    """A Gaussian MLP subclass: it may change the forward pass, so autograd is used."""
+
+
+@pytest.mark.parametrize("objective", ["reinforce", "lvc", "dice"])
+@pytest.mark.parametrize("hvp", HVP_METHODS)
+@pytest.mark.parametrize("kind", ["relu", "tanh", "subclass", "categorical"])
+def test_the_hand_derived_linearizer_is_chosen_exactly_where_it_applies(
+    kind: str, hvp: str, objective: str
+) -> None:
+    policy: Policy
+    if kind == "categorical":
+        policy = CategoricalMLPPolicy(2, 3, hidden_sizes=(8,)).double()
+    elif kind == "subclass":
+        policy = _GaussianSubclass(2, 2, hidden_sizes=(8,)).double()
+    else:
+        policy = make_policy(activation=kind)
+    agent = make_agent(policy, hvp=hvp, inner_objective=objective)
+    hand = kind in ("relu", "tanh") and hvp != "exact" and objective == "reinforce"
+    assert type(agent.linearizer) is (GaussianMLPLinearizer if hand else AutogradLinearizer)
+    assert agent.linearizer.policy is agent.policy
+    if not hand:
+        with pytest.raises(ValueError, match="the hand-derived linearisation needs"):
+            GaussianMLPLinearizer(policy, agent.linearizer.settings)
+
+
+def test_hand_derived_linearizer_leaves_a_log_std_at_the_floor_to_autograd() -> None:
+    policy = make_policy()
+    agent = make_agent(policy)
+    train_b, valid_b = meta_batches(agent)
+    train, valid = [agent.samples(b) for b in train_b], agent.samples(valid_b)
+    # The floor at a log-std: the policy's clamp is active, the formulas do not apply.
+    policy.min_log_std = policy.log_std[0].item()
+    fast = agent.linearizer
+    assert isinstance(fast, GaussianMLPLinearizer)
+    ref = AutogradLinearizer(policy, fast.settings)
+    lin_f, lin_r = fast.linearize(train, valid), ref.linearize(train, valid)
+    assert math.isfinite(lin_f.loss) and lin_f.loss == lin_r.loss
+    assert torch.equal(lin_f.grad, lin_r.grad)
+    v = torch.randn(lin_f.grad.shape, generator=torch.Generator().manual_seed(6),
+                    dtype=torch.float64)  # fmt: skip
+    assert torch.equal(lin_f.hvp(v), lin_r.hvp(v))
+    theta = {k: p.detach() for k, p in policy.named_parameters()}
+    assert fast.evaluate(theta, train, valid, lin_f) == ref.evaluate(theta, train, valid, lin_r)
+    for a, b in zip(fast.adapt(theta, train[0]).values(), ref.adapt(theta, train[0]).values(),
+                    strict=True):  # fmt: skip
+        assert torch.equal(a, b)
 
 
 def test_first_order_curvature_keeps_the_second_order_gradient() -> None:
@@ -361,9 +416,12 @@ def test_first_order_curvature_keeps_the_second_order_gradient() -> None:
     fomaml = make_agent(policy, first_order=True)
     train_b, valid_b = meta_batches(default)
     train, valid = [default.samples(b) for b in train_b], default.samples(valid_b)
-    lin, hvp = fo_curv._linearize(train, valid)
-    lin_default, hvp_default = default._linearize(train, valid)
-    lin_fomaml, hvp_fomaml = fomaml._linearize(train, valid)
+    lin = fo_curv.linearizer.linearize(train, valid)
+    hvp = lin.hvp
+    lin_default = default.linearizer.linearize(train, valid)
+    hvp_default = lin_default.hvp
+    lin_fomaml = fomaml.linearizer.linearize(train, valid)
+    hvp_fomaml = lin_fomaml.hvp
     # The gradient is MAML's; the curvature is FOMAML's (the adaptation's Jacobian = I).
     torch.testing.assert_close(lin.grad, lin_default.grad)
     assert (lin.grad - lin_fomaml.grad).norm() > 1e-3 * lin.grad.norm()
@@ -419,63 +477,11 @@ def test_categorical_policy_products_and_step() -> None:
     train, valid = [gn.samples(batch(1))], gn.samples(batch(2))
     v = torch.randn(sum(p.numel() for p in policy.parameters()), generator=g, dtype=torch.float64)
     torch.testing.assert_close(
-        gn._linearize(train, valid)[1](v), exact._linearize(train, valid)[1](v)
+        gn.linearizer.linearize(train, valid).hvp(v),
+        exact.linearizer.linearize(train, valid).hvp(v),
     )
     metrics = gn.step([batch(1)], batch(2))
     assert all(math.isfinite(x) for x in metrics.values())
-
-
-# -- conjugate gradient and line search --------------------------------------------------------
-
-
-def test_conjugate_gradient_solves_spd_system() -> None:
-    g = torch.Generator().manual_seed(0)
-    m = torch.randn(6, 6, generator=g, dtype=torch.float64)
-    a = m @ m.T + 0.5 * torch.eye(6, dtype=torch.float64)
-    b = torch.randn(6, generator=g, dtype=torch.float64)
-    calls = []
-
-    def matvec(v: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
-        return a @ v
-
-    res = conjugate_gradient(matvec, b, iters=6)
-    torch.testing.assert_close(res.x, torch.linalg.solve(a, b))
-    assert res.xAx == pytest.approx((res.x @ a @ res.x).item(), rel=1e-9)
-    assert len(calls) == res.iterations <= 6
-    # Fewer iterations than the dimension: not solved, but xAx is still exact.
-    short = conjugate_gradient(matvec, b, iters=2)
-    assert short.iterations == 2 and short.residual_norm > 1e-6
-    assert short.xAx == pytest.approx((short.x @ a @ short.x).item(), rel=1e-9)
-
-
-def test_conjugate_gradient_flags_an_indefinite_matrix() -> None:
-    res = conjugate_gradient(lambda v: -v, torch.ones(3, dtype=torch.float64), iters=3)
-    assert not torch.isfinite(res.x).all()
-
-
-def test_line_search_accepts_first_fraction_that_improves_within_kl() -> None:
-    # KL grows like 0.05·f²; with max_kl 0.01 the fractions 1 and 0.5 are too long.
-    res = backtracking_line_search(lambda f: (-f, 0.05 * f * f), 0.0, 0.01, 10, 0.5)
-    assert res.accepted and res.fraction == 0.25 and res.steps == 3
-    assert res.loss == -0.25 and res.kl == pytest.approx(0.003125)
-
-
-@pytest.mark.parametrize(
-    "outcome",
-    [(1.0, 0.0), (-1.0, 0.02), (float("nan"), 0.0), (-1.0, float("nan")), (-float("inf"), 0.0)],
-    ids=["loss-up", "kl-too-big", "nan-loss", "nan-kl", "inf-loss"],
-)
-def test_line_search_rejects(outcome: tuple[float, float]) -> None:
-    tried = []
-
-    def evaluate(fraction: float) -> tuple[float, float]:
-        tried.append(fraction)
-        return outcome
-
-    res = backtracking_line_search(evaluate, 0.0, 0.01, 4, 0.5)
-    assert not res.accepted and res.fraction == 0.0 and res.loss == 0.0
-    assert tried == [1.0, 0.5, 0.25, 0.125] and res.steps == 4
 
 
 # -- MAML-TRPO step --------------------------------------------------------------------------
@@ -488,13 +494,13 @@ def test_trpo_step_improves_surrogate_within_trust_region(hvp: str) -> None:
     train_b, valid_b = meta_batches(agent)
     before = {k: v.detach().clone() for k, v in policy.named_parameters()}
     train, valid = [agent.samples(b) for b in train_b], agent.samples(valid_b)
-    lin, _ = agent._linearize(train, valid)
+    lin = agent.linearizer.linearize(train, valid)
     metrics = agent.step(train_b, valid_b)
     assert metrics["train/step_accepted"] == 1.0
     after = {k: v.detach() for k, v in policy.named_parameters()}
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # Re-evaluate at the new θ independently of the step's own bookkeeping.
-    loss, kl = agent._evaluate(after, train, valid, lin.old_log_probs, lin.old_dist)
+    loss, kl = agent.linearizer.evaluate(after, train, valid, lin)
     assert loss < metrics["train/surrogate_loss"]
     assert 0 < kl <= agent.max_kl
     assert loss == pytest.approx(metrics["train/surrogate_loss_after"], rel=1e-4, abs=1e-6)

@@ -28,13 +28,15 @@ from maml_rl.agents.maml import (
     inner_step,
 )
 from maml_rl.agents.maml_ppo import MAMLPPO, clipped_surrogate, update_kl_coefficient
-from maml_rl.agents.maml_trpo import MAMLTRPO, _flat, _unflat
+from maml_rl.agents.maml_trpo import MAMLTRPO
 from maml_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy, stack_params
 from maml_rl.batch import EpisodeBatch
 from maml_rl.config import load_config
 from maml_rl.envs.navigation import Navigation2DEnv
 from maml_rl.factories import build_agent
 from maml_rl.logger import InMemoryLogger
+from maml_rl.optim import flatten as _flat
+from maml_rl.optim import unflatten as _unflat
 from maml_rl.samplers import make_sampler
 from maml_rl.trainer import Trainer
 
@@ -311,7 +313,7 @@ def test_trpo_line_search_evaluates_the_function_whose_gradient_it_used(objectiv
     agent = MAMLTRPO(policy, fast_lr=0.5, gamma=0.95, inner_objective=objective)
     train_b, valid_b = meta_batches(agent)
     train, valid = [agent.samples(b) for b in train_b], agent.samples(valid_b)
-    lin, _ = agent._linearize(train, valid)
+    lin = agent.linearizer.linearize(train, valid)
     theta = {k: v.detach() for k, v in policy.named_parameters()}
     direction = torch.randn(
         lin.grad.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64
@@ -320,9 +322,7 @@ def test_trpo_line_search_evaluates_the_function_whose_gradient_it_used(objectiv
 
     def loss_at(sign: float) -> float:
         shifted = _unflat(_flat(list(theta.values())) + sign * eps * direction, theta)
-        return agent._evaluate(
-            shifted, train, valid, lin.old_log_probs, lin.old_dist, lin.inner_old_log_probs
-        )[0]
+        return agent.linearizer.evaluate(shifted, train, valid, lin)[0]
 
     fd = (loss_at(1.0) - loss_at(-1.0)) / (2 * eps)
     assert lin.grad @ direction == pytest.approx(fd, rel=1e-5, abs=1e-9)
@@ -345,8 +345,8 @@ def test_trpo_gauss_newton_products_equal_exact_ones_for_each_inner_objective(
         dtype=torch.float64,
     )
     torch.testing.assert_close(
-        gn._linearize(train, valid)[1](v),
-        exact._linearize(train, valid)[1](v),
+        gn.linearizer.linearize(train, valid).hvp(v),
+        exact.linearizer.linearize(train, valid).hvp(v),
         rtol=1e-9,
         atol=1e-12,
     )
