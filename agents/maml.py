@@ -56,12 +56,14 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 from maml_rl.agents.policies import Params, Policy, stack_params
 from maml_rl.baseline import compute_advantages
 from maml_rl.batch import EpisodeBatch
+from maml_rl.validation import Validated, bounded
 
 __all__ = [
     "INNER_OBJECTIVES",
     "InnerLoop",
     "InnerObjective",
     "InnerStep",
+    "MAMLConfig",
     "TaskSamples",
     "adapt_chain",
     "check_inner_objective",
@@ -78,6 +80,40 @@ __all__ = [
 InnerObjective = Literal["reinforce", "dice", "lvc"]
 #: The inner objectives (see the module docstring).
 INNER_OBJECTIVES: tuple[str, ...] = get_args(InnerObjective)
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLConfig(Validated):
+    """The meta-learning loop shared by every agent."""
+
+    meta_batch_size: int = bounded(20, ge=1)
+    """Tasks sampled per meta-iteration."""
+
+    fast_batch_size: int = bounded(20, ge=1)
+    """Episodes per task for each inner step and for the post-adaptation (validation) batch."""
+
+    num_adapt_steps: int = bounded(1, ge=1)
+    """Inner policy-gradient steps per task."""
+
+    fast_lr: float = bounded(0.1, gt=0.0)
+    """Inner-step learning rate α (the MAML paper: 0.1)."""
+
+    first_order: bool = False
+    """Drop the second-order terms (no graph through the inner step): first-order MAML."""
+
+    gamma: float = bounded(0.99, ge=0.0, le=1.0)
+    """Discount factor."""
+
+    gae_lambda: float = bounded(1.0, ge=0.0, le=1.0)
+    """GAE λ (1.0: Monte-Carlo returns minus the baseline, as in the MAML paper)."""
+
+    normalize_advantages: bool = True
+    """Normalise the advantages of each task to zero mean, unit std (pytorch-maml-rl does)."""
+
+    inner_objective: InnerObjective = "reinforce"
+    """Inner loss: ``reinforce`` (the MAML paper), ``lvc`` (ProMP's low-variance curvature) or
+    ``dice`` (DiCE). Same inner gradient at the sampling policy, different meta-gradient
+    curvature (see ``maml_rl.agents.maml``)."""
 
 
 def check_inner_objective(objective: str) -> InnerObjective:
@@ -433,26 +469,27 @@ def detach_distribution(dist: Distribution) -> Distribution:
 class InnerLoop:
     """The inner-loop half shared by every meta-learner (MAML-TRPO, MAML-PPO).
 
-    A subclass sets ``policy``, ``device``, ``gamma``, ``gae_lambda``,
-    ``normalize_advantages``, ``fast_lr``, ``first_order`` and ``inner_objective``
-    in its constructor and gets the batch preparation and the (autograd) adaptation.
+    Holds the policy (moved to ``device``, where the meta-update runs) and the loop's
+    settings, ``maml`` (their one home; the attributes below read them), and gives the
+    batch preparation and the (autograd) adaptation.
+
+    Args:
+        policy: the policy whose parameters are the meta-parameters ``θ``.
+        maml: the inner loop's settings (``fast_lr``, ``num_adapt_steps``, ...).
+        device: a torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
     """
 
-    policy: Policy
-    device: torch.device
-    gamma: float
-    gae_lambda: float
-    normalize_advantages: bool
-    fast_lr: float
-    first_order: bool
-    inner_objective: InnerObjective
+    def __init__(self, policy: Policy, maml: MAMLConfig, device: str | torch.device) -> None:
+        self.maml = maml
+        self.device = torch.device(device)
+        self.policy = policy.to(self.device)
 
     def samples(self, batch: EpisodeBatch) -> TaskSamples:
         """The batch on the learner's device, with advantages (baseline fitted here)."""
         dtype = next(self.policy.parameters()).dtype
         return TaskSamples.from_batch(
-            batch, self.gamma, self.gae_lambda, device=self.device, dtype=dtype,
-            normalize=self.normalize_advantages,
+            batch, self.maml.gamma, self.maml.gae_lambda, device=self.device, dtype=dtype,
+            normalize=self.maml.normalize_advantages,
         )  # fmt: skip
 
     def adapt(
@@ -483,9 +520,9 @@ class InnerLoop:
     ) -> Params:
         """One autograd inner step of every task of ``batch`` from ``params``."""
         step = inner_step(
-            self.policy, params, self.samples(batch), self.fast_lr,
-            second_order=not self.first_order, keep_graph=create_graph,
-            objective=self.inner_objective,
+            self.policy, params, self.samples(batch), self.maml.fast_lr,
+            second_order=not self.maml.first_order, keep_graph=create_graph,
+            objective=self.maml.inner_objective,
         )  # fmt: skip
         return step.params_out
 
@@ -498,6 +535,6 @@ class InnerLoop:
     ) -> list[InnerStep]:
         """The whole adaptation from ``theta``, one inner step per training batch."""
         return adapt_chain(
-            self.policy, theta, train, self.fast_lr, second_order=not self.first_order,
-            keep_graph=keep_graph, objective=self.inner_objective, old_log_probs=old_log_probs,
+            self.policy, theta, train, self.maml.fast_lr, second_order=not self.maml.first_order,
+            keep_graph=keep_graph, objective=self.maml.inner_objective, old_log_probs=old_log_probs,
         )  # fmt: skip

@@ -35,6 +35,7 @@ estimate: both distributions are at hand.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -45,16 +46,16 @@ from torch.distributions import Distribution, kl_divergence
 
 from maml_rl.agents.maml import (
     InnerLoop,
-    InnerObjective,
+    MAMLConfig,
     TaskSamples,
-    check_inner_objective,
     check_meta_batches,
     detach_distribution,
 )
 from maml_rl.agents.policies import Policy
 from maml_rl.batch import EpisodeBatch
+from maml_rl.validation import Validated, bounded
 
-__all__ = ["MAMLPPO", "clipped_surrogate", "update_kl_coefficient"]
+__all__ = ["MAMLPPO", "PPOConfig", "clipped_surrogate", "update_kl_coefficient"]
 
 
 def clipped_surrogate(
@@ -104,115 +105,87 @@ def _mean_kl(old: Distribution, new: Distribution, weights: torch.Tensor) -> tor
     return (kl_divergence(old, new) * weights).sum(1).mean()
 
 
+@dataclasses.dataclass(frozen=True)
+class PPOConfig(Validated):
+    """The MAML-PPO outer step (used when ``agent: maml_ppo``)."""
+
+    clip_range: float = bounded(0.2, gt=0.0, lt=1.0)
+    """PPO ratio clipping ε (the surrogate clips π_θ'/π_old to [1 − ε, 1 + ε])."""
+
+    ppo_epochs: int = bounded(5, ge=1)
+    """Outer optimisation epochs per meta-iteration (adaptation recomputed in each)."""
+
+    meta_lr: float = bounded(3e-4, gt=0.0)
+    """Adam learning rate of the outer step."""
+
+    meta_lr_decay_iterations: int | None = bounded(None, ge=1)
+    """Decay Adam's rate linearly from ``meta_lr`` to 0 over this many meta-iterations (then
+    0), usually ``num_batches``; ``null``: constant. The count is the agent's and travels in
+    checkpoints, so a resumed run keeps the schedule."""
+
+    max_grad_norm: float | None = bounded(None, gt=0.0)
+    """Clip the meta-gradient's global norm to this before each Adam step; ``null``: no
+    clipping (as ProMP)."""
+
+    target_kl: float | None = bounded(None, gt=0.0)
+    """Stop the epochs of an iteration early once the mean KL of the adapted policies from
+    the sampling ones exceeds this; ``null``: always run ``ppo_epochs``."""
+
+    inner_kl_penalty: float = bounded(0.0, ge=0.0)
+    """Initial coefficient η of ProMP's KL penalty on the pre-update policies (each inner
+    step's sampling policy vs. its current one); 0 disables it (ProMP: 5e-4)."""
+
+    adaptive_inner_kl: bool = False
+    """Halve/double η after each iteration when the pre-update KL is below/above
+    ``inner_kl_target`` (÷/× 1.5 tolerance), as ProMP's adaptive option."""
+
+    inner_kl_target: float = bounded(0.01, gt=0.0)
+    """Target pre-update KL of the adaptive penalty (ProMP: 0.01)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.adaptive_inner_kl and self.inner_kl_penalty == 0:
+            raise ValueError(
+                "ppo.adaptive_inner_kl only rescales the penalty, and ppo.inner_kl_penalty is "
+                "0; set ppo.inner_kl_penalty > 0 (ProMP: 5e-4) or drop ppo.adaptive_inner_kl"
+            )
+
+
 class MAMLPPO(InnerLoop):
     """Model-agnostic meta-learning with a PPO (clipped surrogate, Adam) meta-update.
+
+    ``ppo_epochs`` outer Adam steps per meta-batch, each with the adaptation recomputed
+    from the current ``θ``; with ``inner_kl_penalty`` > 0 and the ``lvc`` inner objective
+    (:mod:`maml_rl.agents.maml`) this is ProMP.
 
     Args:
         policy: the policy whose parameters are the meta-parameters ``θ``; moved to
             ``device``; :meth:`step` updates its parameters in place.
-        fast_lr: inner step size ``α``.
-        num_adapt_steps: inner steps per task.
-        first_order: treat the inner gradient as a constant (FOMAML).
-        gamma: discount factor for returns and GAE.
-        gae_lambda: GAE ``λ``.
-        clip_range: PPO's ``ε`` (ratio clipped to ``[1 − ε, 1 + ε]``; ProMP: 0.3).
-        ppo_epochs: outer Adam steps per meta-batch, each with the adaptation recomputed
-            from the current ``θ`` (ProMP: 5).
-        meta_lr: Adam's learning rate (ProMP: 1e-3).
-        meta_lr_decay_iterations: decay the rate linearly from ``meta_lr`` to 0 over this
-            many calls of :meth:`step` (then 0); ``None``: constant.
-        max_grad_norm: clip the meta-gradient's global norm to this before each Adam step
-            (``None``: no clipping, as ProMP).
-        target_kl: stop the epochs early once the mean KL of the adapted policies from
-            the sampling ones exceeds this (``None``: always run ``ppo_epochs``).
-        inner_objective: ``"reinforce"``, ``"lvc"`` (ProMP) or ``"dice"``; see
-            :mod:`maml_rl.agents.maml`.
-        inner_kl_penalty: initial ``η`` of the pre-update KL penalty (ProMP: 5e-4; 0
-            disables it).
-        adaptive_inner_kl: adapt each ``η_k`` after every step towards
-            ``inner_kl_target`` (ProMP's default run: off).
-        inner_kl_target: the target pre-update KL of the adaptive rule (ProMP: 0.01).
-        normalize_advantages: normalise advantages per task.
-        device: where the meta-update runs: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``.
+        maml: the inner loop (``fast_lr``, ``num_adapt_steps``, ``inner_objective``, ...).
+        ppo: the outer step (:class:`PPOConfig`).
+        device: where the meta-update runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
     """
 
     def __init__(
         self,
         policy: Policy,
+        maml: MAMLConfig | None = None,
+        ppo: PPOConfig | None = None,
         *,
-        fast_lr: float = 0.1,
-        num_adapt_steps: int = 1,
-        first_order: bool = False,
-        gamma: float = 0.99,
-        gae_lambda: float = 1.0,
-        clip_range: float = 0.2,
-        ppo_epochs: int = 5,
-        meta_lr: float = 3e-4,
-        meta_lr_decay_iterations: int | None = None,
-        max_grad_norm: float | None = None,
-        target_kl: float | None = None,
-        inner_objective: InnerObjective = "reinforce",
-        inner_kl_penalty: float = 0.0,
-        adaptive_inner_kl: bool = False,
-        inner_kl_target: float = 0.01,
-        normalize_advantages: bool = True,
         device: str | torch.device = "cpu",
     ) -> None:
-        checks: list[tuple[str, Any, bool, str]] = [
-            ("fast_lr", fast_lr, fast_lr > 0, "> 0"),
-            ("num_adapt_steps", num_adapt_steps, num_adapt_steps >= 1, "≥ 1"),
-            ("gamma", gamma, 0 <= gamma <= 1, "in [0, 1]"),
-            ("gae_lambda", gae_lambda, 0 <= gae_lambda <= 1, "in [0, 1]"),
-            ("clip_range", clip_range, 0 < clip_range < 1, "in (0, 1)"),
-            ("ppo_epochs", ppo_epochs, ppo_epochs >= 1, "≥ 1"),
-            ("meta_lr", meta_lr, meta_lr > 0, "> 0"),
-            ("meta_lr_decay_iterations", meta_lr_decay_iterations,
-             meta_lr_decay_iterations is None or meta_lr_decay_iterations >= 1, "≥ 1 (or None)"),
-            ("max_grad_norm", max_grad_norm, max_grad_norm is None or max_grad_norm > 0,
-             "> 0 (or None)"),
-            ("target_kl", target_kl, target_kl is None or target_kl > 0, "> 0 (or None)"),
-            ("inner_kl_penalty", inner_kl_penalty, inner_kl_penalty >= 0, "≥ 0"),
-            ("inner_kl_target", inner_kl_target, inner_kl_target > 0, "> 0"),
-        ]  # fmt: skip
-        for name, value, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {value}")
-        if adaptive_inner_kl and inner_kl_penalty == 0:
-            raise ValueError(
-                "adaptive_inner_kl needs an initial inner_kl_penalty > 0 (the rule only "
-                "halves or doubles it), got 0"
-            )
-        if str(device) == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.policy = policy.to(self.device)
-        self.fast_lr = float(fast_lr)
-        self.num_adapt_steps = int(num_adapt_steps)
-        self.first_order = bool(first_order)
-        self.gamma = float(gamma)
-        self.gae_lambda = float(gae_lambda)
-        self.clip_range = float(clip_range)
-        self.ppo_epochs = int(ppo_epochs)
-        self.meta_lr = float(meta_lr)
-        self.meta_lr_decay_iterations = (
-            None if meta_lr_decay_iterations is None else int(meta_lr_decay_iterations)
-        )
+        super().__init__(policy, maml or MAMLConfig(), device)
+        self.ppo = ppo or PPOConfig()
         self.updates = 0  # calls of step() so far: the position in the rate schedule
-        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
-        self.target_kl = None if target_kl is None else float(target_kl)
-        self.inner_objective: InnerObjective = check_inner_objective(inner_objective)
-        self.adaptive_inner_kl = bool(adaptive_inner_kl)
-        self.inner_kl_target = float(inner_kl_target)
-        self.normalize_advantages = bool(normalize_advantages)
         # One coefficient per inner step, as ProMP (each step's KL adapts its own).
-        self.inner_kl_coefs = [float(inner_kl_penalty)] * self.num_adapt_steps
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.meta_lr)
+        self.inner_kl_coefs = [self.ppo.inner_kl_penalty] * self.maml.num_adapt_steps
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.ppo.meta_lr)
 
     def current_meta_lr(self) -> float:
         """Adam's rate for the next :meth:`step` (``meta_lr``, or its linear decay)."""
-        if self.meta_lr_decay_iterations is None:
-            return self.meta_lr
-        return self.meta_lr * max(0.0, 1.0 - self.updates / self.meta_lr_decay_iterations)
+        if self.ppo.meta_lr_decay_iterations is None:
+            return self.ppo.meta_lr
+        return self.ppo.meta_lr * max(0.0, 1.0 - self.updates / self.ppo.meta_lr_decay_iterations)
 
     @property
     def _penalized(self) -> bool:
@@ -244,7 +217,7 @@ class MAMLPPO(InnerLoop):
             step); ``train/meta_lr`` (Adam's rate in this step); ``time/ppo_epoch_s``
             (seconds per epoch).
         """
-        check_meta_batches(train_batches, valid_batch, self.num_adapt_steps)
+        check_meta_batches(train_batches, valid_batch, self.maml.num_adapt_steps)
         train = [self.samples(b) for b in train_batches]
         valid = self.samples(valid_batch)
         params = list(self.policy.parameters())
@@ -263,7 +236,7 @@ class MAMLPPO(InnerLoop):
         grad_norms: list[float] = []
         epochs_run = 0
         t0 = time.perf_counter()
-        for epoch in range(self.ppo_epochs):
+        for epoch in range(self.ppo.ppo_epochs):
             with torch.enable_grad():  # also under a caller's torch.no_grad()
                 steps = self._adapt_chain(self.policy.params(), train, True, inner_old_log_probs)
                 dist = self.policy(valid.observations, steps[-1].params_out)
@@ -275,13 +248,13 @@ class MAMLPPO(InnerLoop):
                     inner_loss = steps[0].losses.mean().item()
                 assert old_log_probs is not None and old_dist is not None  # set at epoch 0
                 loss, _, _ = clipped_surrogate(
-                    log_probs, old_log_probs, valid.advantages, valid.weights, self.clip_range
+                    log_probs, old_log_probs, valid.advantages, valid.weights, self.ppo.clip_range
                 )
                 if epoch == 0:
                     loss_before = loss.item()
-                elif self.target_kl is not None:
+                elif self.ppo.target_kl is not None:
                     kl = _mean_kl(old_dist, dist, valid.weights).item()
-                    if kl > self.target_kl:
+                    if kl > self.ppo.target_kl:
                         break
                 if self._penalized:
                     # At epoch 0 every KL is 0 with zero gradient; it bites from epoch 1.
@@ -290,13 +263,13 @@ class MAMLPPO(InnerLoop):
                         for old, s, tr in zip(inner_old_dists, steps, train, strict=True)
                     ]
                     penalty = sum(c * kl for c, kl in zip(self.inner_kl_coefs, kls, strict=True))
-                    loss = loss + penalty / self.num_adapt_steps
+                    loss = loss + penalty / self.maml.num_adapt_steps
                 if not math.isfinite(loss.item()):
                     break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             del steps, dist, log_probs
-            max_norm = math.inf if self.max_grad_norm is None else self.max_grad_norm
+            max_norm = math.inf if self.ppo.max_grad_norm is None else self.ppo.max_grad_norm
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
             if not math.isfinite(norm):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -310,9 +283,9 @@ class MAMLPPO(InnerLoop):
         metrics, inner_kls = self._after_update_metrics(
             train, valid, old_log_probs, old_dist, inner_old_log_probs, inner_old_dists
         )
-        if self.adaptive_inner_kl:
+        if self.ppo.adaptive_inner_kl:
             self.inner_kl_coefs = [
-                update_kl_coefficient(c, kl, self.inner_kl_target)
+                update_kl_coefficient(c, kl, self.ppo.inner_kl_target)
                 for c, kl in zip(self.inner_kl_coefs, inner_kls, strict=True)
             ]
         deltas = [p.detach() - b for p, b in zip(params, theta_before, strict=True)]
@@ -351,7 +324,7 @@ class MAMLPPO(InnerLoop):
             dist = self.policy(valid.observations, steps[-1].params_out)
             loss, _, clip_fraction = clipped_surrogate(
                 dist.log_prob(valid.actions), old_log_probs, valid.advantages, valid.weights,
-                self.clip_range,
+                self.ppo.clip_range,
             )  # fmt: skip
             kl = _mean_kl(old_dist, dist, valid.weights)
             inner_kls = [
@@ -386,10 +359,10 @@ class MAMLPPO(InnerLoop):
                 f"MAMLPPO state must have exactly the keys {sorted(expected)}, got {sorted(state)}"
             )
         coefs = [float(c) for c in state["inner_kl_coefs"]]
-        if len(coefs) != self.num_adapt_steps:
+        if len(coefs) != self.maml.num_adapt_steps:
             raise ValueError(
                 f"MAMLPPO state has {len(coefs)} inner-KL coefficients, this agent "
-                f"num_adapt_steps={self.num_adapt_steps}"
+                f"num_adapt_steps={self.maml.num_adapt_steps}"
             )
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])

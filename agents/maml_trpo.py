@@ -26,26 +26,63 @@ change, is in :mod:`maml_rl.agents.linearizers`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from maml_rl.agents.linearizers import (
-    HVP_DTYPES,
-    HVP_METHODS,
     AutogradLinearizer,
     Linearizer,
     LinearizerSettings,
 )
 from maml_rl.agents.linearizers_gaussian_mlp import GaussianMLPLinearizer
-from maml_rl.agents.maml import InnerLoop, InnerObjective, check_inner_objective, check_meta_batches
+from maml_rl.agents.maml import InnerLoop, MAMLConfig, check_meta_batches
 from maml_rl.agents.policies import Params, Policy
 from maml_rl.batch import EpisodeBatch
 from maml_rl.optim import trust_region_step
+from maml_rl.validation import Validated, bounded
 
-__all__ = ["MAMLTRPO"]
+__all__ = ["MAMLTRPO", "TRPOConfig"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TRPOConfig(Validated):
+    """The MAML-TRPO outer step (used when ``agent: maml_trpo``)."""
+
+    max_kl: float = bounded(0.01, gt=0.0)
+    """Trust region: largest mean KL(π_θ_old ‖ π_θ) of the post-adaptation policies."""
+
+    cg_iters: int = bounded(10, ge=1)
+    """Conjugate-gradient iterations for the natural-gradient direction."""
+
+    cg_damping: float = bounded(1e-5, ge=0.0)
+    """Damping added to the Fisher-vector products (``(F + damping·I) v``)."""
+
+    ls_max_steps: int = bounded(15, ge=1)
+    """Backtracking line-search steps before the update is rejected."""
+
+    ls_backtrack_ratio: float = bounded(0.8, gt=0.0, lt=1.0)
+    """Step shrink factor per line-search step."""
+
+    hvp: Literal["gauss_newton", "exact", "first_order"] = "gauss_newton"
+    """KL Hessian-vector products: ``gauss_newton`` (exact, fastest), ``exact`` (double
+    differentiation; the reference) or ``first_order`` (the KL curvature with the
+    adaptation's Jacobian taken as the identity: ~4x cheaper products, approximate
+    curvature; the meta-gradient stays second order)."""
+
+    hvp_subsample: float = bounded(1.0, gt=0.0, le=1.0)
+    """Fraction of the tasks whose KL curvature the Hessian-vector products use (1.0:
+    all; smaller is proportionally cheaper and unbiased, as rllab's ``subsample_factor``)."""
+
+    hvp_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Floating-point type of the Hessian-vector products: ``bfloat16`` computes them
+    from bfloat16 copies of the cached activations (fast on CPUs with AVX-512 BF16 or AMX
+    and on GPUs, slow on other CPUs); the gradient and the line search stay float32. Needs a
+    Gaussian MLP policy, the ``reinforce`` inner objective and ``hvp`` other than
+    ``exact``."""
 
 
 class MAMLTRPO(InnerLoop):
@@ -54,111 +91,37 @@ class MAMLTRPO(InnerLoop):
     Args:
         policy: the policy whose parameters are the meta-parameters ``θ``; moved to
             ``device``; :meth:`step` updates its parameters in place.
-        fast_lr: inner step size ``α`` (MAML paper: 0.1).
-        num_adapt_steps: inner steps per task (paper: 1 in training).
-        first_order: treat the inner gradient as a constant (FOMAML).
-        gamma: discount factor for returns and GAE.
-        gae_lambda: GAE ``λ`` (pytorch-maml-rl: 1.0).
-        max_kl: trust-region radius on the mean KL (paper: 0.01).
-        cg_iters: conjugate-gradient iterations, i.e. Hessian-vector products (10).
-        cg_damping: ``λ`` in ``(H + λI) v`` (pytorch-maml-rl: 1e-5).
-        ls_max_steps: line-search candidates (15).
-        ls_backtrack_ratio: step shrink factor per candidate (0.8).
-        device: where the meta-update runs: ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
-            ``"auto"`` (CUDA if available).
-        hvp: ``"gauss_newton"`` (default: exact KL Hessian products), ``"exact"``
-            (double backward, the reference) or ``"first_order"`` (the KL Hessian with
-            the adaptation's Jacobian taken as the identity: cheaper products,
-            approximate curvature; the gradient stays exact); see
-            :mod:`maml_rl.agents.linearizers`.
-        hvp_subsample: fraction of the tasks whose KL curvature the Hessian-vector
-            products use — the first ``⌈f·N⌉`` (tasks come in random order, so this
-            is a random subset). 1.0 (default) is the exact KL Hessian; a smaller
-            fraction makes each product proportionally cheaper with an unbiased
-            estimate of the curvature (the TRPO paper's subsampled Fisher, rllab's
-            ``subsample_factor``). The gradient, and the line search's KL check, always
-            use every task.
-        hvp_dtype: floating-point type of the Hessian-vector products: ``"float32"``
-            (default: the policy's own type) or ``"bfloat16"`` — the same products
-            from bfloat16 copies of the cached activations (8 significant bits; fast
-            where the hardware has bfloat16 matrix products, slow elsewhere; see
-            ``benchmarks/trpo_update.py``). Only the conjugate-gradient solve (the
-            step's direction and scale) sees them; the gradient and the line search's
-            surrogate and KL checks stay float32. Needs the hand-derived linearizer
-            (Gaussian MLP, ``reinforce``, not ``exact``).
-        normalize_advantages: normalise advantages per task (pytorch-maml-rl does).
-        inner_objective: ``"reinforce"`` (the MAML paper), ``"lvc"`` or ``"dice"``;
-            see :mod:`maml_rl.agents.maml`. During the line search the adaptation at a
-            candidate ``θ`` keeps the current policy as ``π_old``, so the surrogate it
-            evaluates is the function whose gradient and curvature the step used.
+        maml: the inner loop (``fast_lr``, ``num_adapt_steps``, ``first_order``,
+            ``gamma``, ``gae_lambda``, ``normalize_advantages``, ``inner_objective``);
+            default: the MAML paper's.
+        trpo: the outer step (:class:`TRPOConfig`); default: the MAML paper's. During
+            the line search the adaptation at a candidate ``θ`` keeps the current
+            policy as ``π_old``, so the surrogate it evaluates is the function whose
+            gradient and curvature the step used.
+        device: where the meta-update runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+
+    Raises:
+        ValueError: ``trpo.hvp_dtype`` other than float32 for a policy or inner
+            objective the hand-derived linearizer does not cover.
     """
 
     def __init__(
         self,
         policy: Policy,
+        maml: MAMLConfig | None = None,
+        trpo: TRPOConfig | None = None,
         *,
-        fast_lr: float = 0.1,
-        num_adapt_steps: int = 1,
-        first_order: bool = False,
-        gamma: float = 0.99,
-        gae_lambda: float = 1.0,
-        max_kl: float = 0.01,
-        cg_iters: int = 10,
-        cg_damping: float = 1e-5,
-        ls_max_steps: int = 15,
-        ls_backtrack_ratio: float = 0.8,
         device: str | torch.device = "cpu",
-        hvp: str = "gauss_newton",
-        hvp_subsample: float = 1.0,
-        hvp_dtype: str = "float32",
-        normalize_advantages: bool = True,
-        inner_objective: InnerObjective = "reinforce",
     ) -> None:
-        checks: list[tuple[str, Any, bool, str]] = [
-            ("fast_lr", fast_lr, fast_lr > 0, "> 0"),
-            ("num_adapt_steps", num_adapt_steps, num_adapt_steps >= 1, "≥ 1"),
-            ("gamma", gamma, 0 <= gamma <= 1, "in [0, 1]"),
-            ("gae_lambda", gae_lambda, 0 <= gae_lambda <= 1, "in [0, 1]"),
-            ("max_kl", max_kl, max_kl > 0, "> 0"),
-            ("cg_iters", cg_iters, cg_iters >= 1, "≥ 1"),
-            ("cg_damping", cg_damping, cg_damping >= 0, "≥ 0"),
-            ("ls_max_steps", ls_max_steps, ls_max_steps >= 1, "≥ 1"),
-            ("ls_backtrack_ratio", ls_backtrack_ratio, 0 < ls_backtrack_ratio < 1, "in (0, 1)"),
-            ("hvp_subsample", hvp_subsample, 0 < hvp_subsample <= 1, "in (0, 1]"),
-        ]
-        for name, value, ok, rule in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {value}")
-        if hvp not in HVP_METHODS:
-            raise ValueError(f"hvp must be one of {HVP_METHODS}, got {hvp!r}")
-        if hvp_dtype not in HVP_DTYPES:
-            raise ValueError(f"hvp_dtype must be one of {tuple(HVP_DTYPES)}, got {hvp_dtype!r}")
-        if str(device) == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.policy = policy.to(self.device)
-        self.fast_lr = float(fast_lr)
-        self.num_adapt_steps = int(num_adapt_steps)
-        self.first_order = bool(first_order)
-        self.gamma = float(gamma)
-        self.gae_lambda = float(gae_lambda)
-        self.max_kl = float(max_kl)
-        self.cg_iters = int(cg_iters)
-        self.cg_damping = float(cg_damping)
-        self.ls_max_steps = int(ls_max_steps)
-        self.ls_backtrack_ratio = float(ls_backtrack_ratio)
-        self.hvp = hvp
-        self.hvp_subsample = float(hvp_subsample)
-        self.hvp_dtype = hvp_dtype
-        self.normalize_advantages = bool(normalize_advantages)
-        self.inner_objective: InnerObjective = check_inner_objective(inner_objective)
+        super().__init__(policy, maml or MAMLConfig(), device)
+        self.trpo = trpo or TRPOConfig()
         settings = LinearizerSettings(
-            fast_lr=self.fast_lr,
-            first_order=self.first_order,
-            inner_objective=self.inner_objective,
-            hvp=hvp,
-            hvp_subsample=self.hvp_subsample,
-            hvp_dtype=hvp_dtype,
+            fast_lr=self.maml.fast_lr,
+            first_order=self.maml.first_order,
+            inner_objective=self.maml.inner_objective,
+            hvp=self.trpo.hvp,
+            hvp_subsample=self.trpo.hvp_subsample,
+            hvp_dtype=self.trpo.hvp_dtype,
         )
         hand_derived = GaussianMLPLinearizer.applies(self.policy, settings)
         linearizer = GaussianMLPLinearizer if hand_derived else AutogradLinearizer
@@ -206,7 +169,7 @@ class MAMLTRPO(InnerLoop):
             meta-gradient), ``time/trpo_cg_s`` (the ``cg_iters`` Hessian-vector
             products), ``time/trpo_line_search_s``.
         """
-        check_meta_batches(train_batches, valid_batch, self.num_adapt_steps)
+        check_meta_batches(train_batches, valid_batch, self.maml.num_adapt_steps)
         t0 = time.perf_counter()
         train = [self.samples(b) for b in train_batches]
         valid = self.samples(valid_batch)
@@ -218,8 +181,8 @@ class MAMLTRPO(InnerLoop):
 
         result = trust_region_step(
             dict(self.policy.named_parameters()), lin.loss, lin.grad, lin.hvp, evaluate,
-            max_kl=self.max_kl, damping=self.cg_damping, cg_iters=self.cg_iters,
-            ls_max_steps=self.ls_max_steps, ls_backtrack_ratio=self.ls_backtrack_ratio,
+            max_kl=self.trpo.max_kl, damping=self.trpo.cg_damping, cg_iters=self.trpo.cg_iters,
+            ls_max_steps=self.trpo.ls_max_steps, ls_backtrack_ratio=self.trpo.ls_backtrack_ratio,
         )  # fmt: skip
         lin.release()
         return {

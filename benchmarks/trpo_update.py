@@ -48,7 +48,8 @@ import numpy as np
 import torch
 
 from maml_rl.agents.linearizers import AutogradLinearizer
-from maml_rl.agents.maml_trpo import MAMLTRPO
+from maml_rl.agents.maml_trpo import MAMLTRPO, TRPOConfig
+from maml_rl.factories import resolve_device
 from maml_rl.agents.policies import GaussianMLPPolicy, stack_params
 from maml_rl.batch import EpisodeBatch
 from maml_rl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
@@ -187,7 +188,8 @@ def time_shape(
     for label in methods:
         kwargs, hand_derived = METHODS[label]
         kwargs = {k: args.subsample if v == "subsample" else v for k, v in kwargs.items()}
-        agent = MAMLTRPO(policy, cg_iters=args.cg_iters, device=args.device, **kwargs)
+        trpo = TRPOConfig(cg_iters=args.cg_iters, **kwargs)
+        agent = MAMLTRPO(policy, trpo=trpo, device=resolve_device(args.device))
         if not hand_derived:
             agent.linearizer = AutogradLinearizer(agent.policy, agent.linearizer.settings)
         agents[label] = agent
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--iterations", type=int, default=3, help="timed updates per method")
     parser.add_argument("--warmup", type=int, default=1, help="untimed updates per method")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--hidden", type=int, nargs="+", default=[100, 100])
     parser.add_argument("--activation", default="relu")
     parser.add_argument("--cg-iters", type=int, default=10)

@@ -13,7 +13,9 @@ top::
 
 Anything wrong — an unknown key (the closest valid key is suggested), a value of
 the wrong type, a value out of range — raises *one* :class:`ValueError` that
-names the dotted key, what was expected and what was given.
+names the dotted key, what was expected and what was given. The agents' sections
+live next to the agents that take them (each hyperparameter has one home, where it is
+used); this module assembles the run's config from them.
 
 The names follow DESIGN.md's vocabulary (``meta_batch_size``, ``fast_batch_size``,
 ``fast_lr``, ``max_kl``, ...), grouped by who uses them:
@@ -23,9 +25,11 @@ The names follow DESIGN.md's vocabulary (``meta_batch_size``, ``fast_batch_size`
 ``policy``  the MLP policy
 ``sampler`` the rollout backend and its workers
 ``maml``    the meta-learning loop shared by every agent (tasks, episodes,
-            inner step, discounting)
-``trpo``    the MAML-TRPO outer step (``agent: maml_trpo``)
-``ppo``     the MAML-PPO outer step (``agent: maml_ppo``)
+            inner step, discounting): :class:`maml_rl.agents.maml.MAMLConfig`
+``trpo``    the MAML-TRPO outer step (``agent: maml_trpo``):
+            :class:`maml_rl.agents.maml_trpo.TRPOConfig`
+``ppo``     the MAML-PPO outer step (``agent: maml_ppo``):
+            :class:`maml_rl.agents.maml_ppo.PPOConfig`
 ``eval``    the defaults of ``maml-rl evaluate`` for the run (its flags override
             them; training ignores this section)
 =========== ==============================================================
@@ -41,6 +45,9 @@ from typing import Any, Literal
 
 import yaml
 
+from maml_rl.agents.maml import MAMLConfig
+from maml_rl.agents.maml_ppo import PPOConfig
+from maml_rl.agents.maml_trpo import TRPOConfig
 from maml_rl.validation import Validated, bounded, build, got
 
 __all__ = [
@@ -110,115 +117,6 @@ class SamplerConfig(Validated):
 
     ray_address: str | None = None
     """Address of a running Ray cluster (``ray start --head``); ``null`` starts a local one."""
-
-
-@dataclasses.dataclass(frozen=True)
-class MAMLConfig(Validated):
-    """The meta-learning loop shared by every agent."""
-
-    meta_batch_size: int = bounded(20, ge=1)
-    """Tasks sampled per meta-iteration."""
-
-    fast_batch_size: int = bounded(20, ge=1)
-    """Episodes per task for each inner step and for the post-adaptation (validation) batch."""
-
-    num_adapt_steps: int = bounded(1, ge=1)
-    """Inner policy-gradient steps per task."""
-
-    fast_lr: float = bounded(0.1, gt=0.0)
-    """Inner-step learning rate α (the MAML paper: 0.1)."""
-
-    first_order: bool = False
-    """Drop the second-order terms (no graph through the inner step): first-order MAML."""
-
-    gamma: float = bounded(0.99, ge=0.0, le=1.0)
-    """Discount factor."""
-
-    gae_lambda: float = bounded(1.0, ge=0.0, le=1.0)
-    """GAE λ (1.0: Monte-Carlo returns minus the baseline, as in the MAML paper)."""
-
-    normalize_advantages: bool = True
-    """Normalise the advantages of each task to zero mean, unit std (pytorch-maml-rl does)."""
-
-    inner_objective: Literal["reinforce", "dice", "lvc"] = "reinforce"
-    """Inner loss: ``reinforce`` (the MAML paper), ``lvc`` (ProMP's low-variance curvature) or
-    ``dice`` (DiCE). Same inner gradient at the sampling policy, different meta-gradient
-    curvature (see ``maml_rl.agents.maml``)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TRPOConfig(Validated):
-    """The MAML-TRPO outer step (used when ``agent: maml_trpo``)."""
-
-    max_kl: float = bounded(0.01, gt=0.0)
-    """Trust region: largest mean KL(π_θ_old ‖ π_θ) of the post-adaptation policies."""
-
-    cg_iters: int = bounded(10, ge=1)
-    """Conjugate-gradient iterations for the natural-gradient direction."""
-
-    cg_damping: float = bounded(1e-5, ge=0.0)
-    """Damping added to the Fisher-vector products (``(F + damping·I) v``)."""
-
-    ls_max_steps: int = bounded(15, ge=1)
-    """Backtracking line-search steps before the update is rejected."""
-
-    ls_backtrack_ratio: float = bounded(0.8, gt=0.0, lt=1.0)
-    """Step shrink factor per line-search step."""
-
-    hvp: Literal["gauss_newton", "exact", "first_order"] = "gauss_newton"
-    """KL Hessian-vector products: ``gauss_newton`` (exact, fastest), ``exact`` (double
-    differentiation; the reference) or ``first_order`` (the KL curvature with the
-    adaptation's Jacobian taken as the identity: ~4x cheaper products, approximate
-    curvature; the meta-gradient stays second order)."""
-
-    hvp_subsample: float = bounded(1.0, gt=0.0, le=1.0)
-    """Fraction of the tasks whose KL curvature the Hessian-vector products use (1.0:
-    all; smaller is proportionally cheaper and unbiased, as rllab's ``subsample_factor``)."""
-
-    hvp_dtype: Literal["float32", "bfloat16"] = "float32"
-    """Floating-point type of the Hessian-vector products: ``bfloat16`` computes them
-    from bfloat16 copies of the cached activations (fast on CPUs with AVX-512 BF16 or AMX
-    and on GPUs, slow on other CPUs); the gradient and the line search stay float32. Needs a
-    Gaussian MLP policy, the ``reinforce`` inner objective and ``hvp`` other than
-    ``exact``."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PPOConfig(Validated):
-    """The MAML-PPO outer step (used when ``agent: maml_ppo``)."""
-
-    clip_range: float = bounded(0.2, gt=0.0, lt=1.0)
-    """PPO ratio clipping ε (the surrogate clips π_θ'/π_old to [1 − ε, 1 + ε])."""
-
-    ppo_epochs: int = bounded(5, ge=1)
-    """Outer optimisation epochs per meta-iteration (adaptation recomputed in each)."""
-
-    meta_lr: float = bounded(3e-4, gt=0.0)
-    """Adam learning rate of the outer step."""
-
-    meta_lr_decay_iterations: int | None = bounded(None, ge=1)
-    """Decay Adam's rate linearly from ``meta_lr`` to 0 over this many meta-iterations (then
-    0), usually ``num_batches``; ``null``: constant. The count is the agent's and travels in
-    checkpoints, so a resumed run keeps the schedule."""
-
-    max_grad_norm: float | None = bounded(None, gt=0.0)
-    """Clip the meta-gradient's global norm to this before each Adam step; ``null``: no
-    clipping (as ProMP)."""
-
-    target_kl: float | None = bounded(None, gt=0.0)
-    """Stop the epochs of an iteration early once the mean KL of the adapted policies from
-    the sampling ones exceeds this; ``null``: always run ``ppo_epochs``."""
-
-    inner_kl_penalty: float = bounded(0.0, ge=0.0)
-    """Initial coefficient η of ProMP's KL penalty on the pre-update policies (each inner
-    step's sampling policy vs. its current one); 0 disables it (ProMP: 5e-4)."""
-
-    adaptive_inner_kl: bool = False
-    """Halve/double η after each iteration when the pre-update KL is below/above
-    ``inner_kl_target`` (÷/× 1.5 tolerance), as ProMP's adaptive option."""
-
-    inner_kl_target: float = bounded(0.01, gt=0.0)
-    """Target pre-update KL of the adaptive penalty (ProMP: 0.01)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,11 +198,6 @@ class Config(Validated):
             raise ValueError(
                 f"sampler.ray_address is only used by sampler.backend=ray, got backend="
                 f"{self.sampler.backend!r}; set sampler.backend=ray or drop the address"
-            )
-        if self.ppo.adaptive_inner_kl and self.ppo.inner_kl_penalty == 0:
-            raise ValueError(
-                "ppo.adaptive_inner_kl only rescales the penalty, and ppo.inner_kl_penalty is 0; "
-                "set ppo.inner_kl_penalty > 0 (ProMP: 5e-4) or drop ppo.adaptive_inner_kl"
             )
         if self.run_name is not None and (
             not self.run_name or "/" in self.run_name or self.run_name in (".", "..")

@@ -62,47 +62,11 @@ def build_policy(config: Config) -> Policy:
 
 
 def build_agent(config: Config, policy: Policy, device: torch.device) -> Agent:
-    """The meta-learner named by ``config.agent``, with its hyperparameters."""
-    m = config.maml
-    common = dict(
-        fast_lr=m.fast_lr,
-        num_adapt_steps=m.num_adapt_steps,
-        first_order=m.first_order,
-        gamma=m.gamma,
-        gae_lambda=m.gae_lambda,
-        normalize_advantages=m.normalize_advantages,
-        inner_objective=m.inner_objective,
-        device=device,
-    )
+    """The meta-learner named by ``config.agent``, with its config sections."""
     if config.agent == "maml_trpo":
         from maml_rl.agents.maml_trpo import MAMLTRPO
 
-        t = config.trpo
-        return MAMLTRPO(
-            policy,
-            max_kl=t.max_kl,
-            cg_iters=t.cg_iters,
-            cg_damping=t.cg_damping,
-            ls_max_steps=t.ls_max_steps,
-            ls_backtrack_ratio=t.ls_backtrack_ratio,
-            hvp=t.hvp,
-            hvp_subsample=t.hvp_subsample,
-            hvp_dtype=t.hvp_dtype,
-            **common,
-        )
+        return MAMLTRPO(policy, config.maml, config.trpo, device=device)
     from maml_rl.agents.maml_ppo import MAMLPPO
 
-    p = config.ppo
-    return MAMLPPO(
-        policy,
-        clip_range=p.clip_range,
-        ppo_epochs=p.ppo_epochs,
-        meta_lr=p.meta_lr,
-        meta_lr_decay_iterations=p.meta_lr_decay_iterations,
-        max_grad_norm=p.max_grad_norm,
-        target_kl=p.target_kl,
-        inner_kl_penalty=p.inner_kl_penalty,
-        adaptive_inner_kl=p.adaptive_inner_kl,
-        inner_kl_target=p.inner_kl_target,
-        **common,
-    )
+    return MAMLPPO(policy, config.maml, config.ppo, device=device)

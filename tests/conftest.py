@@ -8,14 +8,19 @@ the fast development loop; the full suite is what CI and the README run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from maml_rl.agents.policies import GaussianMLPPolicy
+from maml_rl.agents.maml import MAMLConfig
+from maml_rl.agents.maml_ppo import MAMLPPO, PPOConfig
+from maml_rl.agents.maml_trpo import MAMLTRPO, TRPOConfig
+from maml_rl.agents.policies import GaussianMLPPolicy, Policy
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = sorted(CONFIGS.glob("*.yaml"))
@@ -55,3 +60,29 @@ def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str
         timeout=timeout,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
+
+
+def agent_configs(outer: type, kwargs: dict[str, Any]) -> tuple[MAMLConfig, Any, Any]:
+    """Split flat keyword arguments (``fast_lr=0.5, max_kl=0.02, device="cpu"``) into the
+    ``maml`` section, the agent's own section (``outer``) and the device."""
+    kwargs = dict(kwargs)
+    device = kwargs.pop("device", "cpu")
+    inner = {f.name for f in dataclasses.fields(MAMLConfig)}
+    own = {f.name for f in dataclasses.fields(outer)}
+    unknown = set(kwargs) - inner - own
+    if unknown:
+        raise TypeError(f"not a setting of maml or {outer.__name__}: {sorted(unknown)}")
+    maml = MAMLConfig(**{k: v for k, v in kwargs.items() if k in inner})
+    return maml, outer(**{k: v for k, v in kwargs.items() if k in own}), device
+
+
+def trpo_agent(policy: Policy, **kwargs: Any) -> MAMLTRPO:
+    """``MAMLTRPO`` from flat settings (see :func:`agent_configs`)."""
+    maml, trpo, device = agent_configs(TRPOConfig, kwargs)
+    return MAMLTRPO(policy, maml, trpo, device=device)
+
+
+def ppo_agent(policy: Policy, **kwargs: Any) -> MAMLPPO:
+    """``MAMLPPO`` from flat settings (see :func:`agent_configs`)."""
+    maml, ppo, device = agent_configs(PPOConfig, kwargs)
+    return MAMLPPO(policy, maml, ppo, device=device)

@@ -20,6 +20,8 @@ from maml_rl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
 from maml_rl.optim import flatten, unflatten
 from maml_rl.tasks import Task
 
+from conftest import make_policy, trpo_agent
+
 N, E, T = 3, 4, 8
 
 
@@ -80,21 +82,9 @@ def rollout(
     )
 
 
-def make_policy(dtype: torch.dtype = torch.float64, activation: str = "tanh") -> GaussianMLPPolicy:
-    torch.manual_seed(0)
-    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8, 8), activation=activation, init_std=0.5)
-    # A non-trivial mean (the default init makes the output layer almost zero), and
-    # non-zero biases: with zero biases every ReLU sits exactly at its kink for the
-    # start observation (0, 0), where the inner gradient jumps.
-    torch.nn.init.normal_(policy.head.weight, std=0.5)
-    for layer in policy.layers:
-        torch.nn.init.normal_(layer.bias, std=0.1)
-    return policy.to(dtype)
-
-
 def make_agent(policy: Policy, **kwargs: object) -> MAMLTRPO:
     defaults: dict[str, object] = {"fast_lr": 0.5, "gamma": 0.95, "gae_lambda": 1.0}
-    return MAMLTRPO(policy, **{**defaults, **kwargs})  # type: ignore[arg-type]
+    return trpo_agent(policy, **{**defaults, **kwargs})
 
 
 def meta_batches(
@@ -129,7 +119,7 @@ def test_batched_adaptation_equals_per_task_loop() -> None:
         loss = -(logp * samples.advantages[i] * samples.weights[i]).sum()
         grads = torch.autograd.grad(loss, list(theta.values()))
         for (name, p), g in zip(theta.items(), grads, strict=True):
-            torch.testing.assert_close(adapted[name][i], p - agent.fast_lr * g)
+            torch.testing.assert_close(adapted[name][i], p - agent.maml.fast_lr * g)
 
 
 def test_adapt_graph_reaches_theta_only_with_create_graph() -> None:
@@ -205,7 +195,8 @@ def test_second_order_gradient_matches_per_task_reference_and_differs_from_first
             inner = -(logp * tr.advantages[i] * tr.weights[i]).sum()
             grads = torch.autograd.grad(inner, list(theta.values()), create_graph=second_order)
             adapted = {
-                k: p - agent.fast_lr * g for (k, p), g in zip(theta.items(), grads, strict=True)
+                k: p - agent.maml.fast_lr * g
+                for (k, p), g in zip(theta.items(), grads, strict=True)
             }
             lp = policy(va.observations[i], adapted).log_prob(va.actions[i])
             outer = -(torch.exp(lp - lp.detach()) * va.advantages[i] * va.weights[i]).sum() / N
@@ -274,7 +265,7 @@ def test_subsampled_curvature_is_the_curvature_of_the_first_tasks(hvp: str) -> N
                     dtype=torch.float64)  # fmt: skip
     torch.testing.assert_close(hvp_sub(v), hvp_head(v))
     metrics = sub.step(train_b, valid_b)
-    assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= sub.max_kl
+    assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= sub.trpo.max_kl
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
@@ -303,7 +294,7 @@ def test_bfloat16_products_round_the_float_ones_and_leave_the_gradient(
         assert (got - want).norm() > 0  # really computed in the lower precision
     if hvp == "gauss_newton":  # with exact curvature the step lands inside the region
         metrics = low.step(train_b, valid_b)
-        assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= low.max_kl
+        assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= low.trpo.max_kl
 
 
 # -- the two linearizers (agents.linearizers*) -------------------------------------------------
@@ -431,7 +422,7 @@ def test_first_order_curvature_keeps_the_second_order_gradient() -> None:
     torch.testing.assert_close(hv, hvp_fomaml(v))
     assert (hv - hvp_default(v)).norm() > 1e-3 * hv.norm()
     metrics = fo_curv.step(train_b, valid_b)
-    assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= fo_curv.max_kl
+    assert metrics["train/step_accepted"] == 1.0 and metrics["train/kl"] <= fo_curv.trpo.max_kl
 
 
 def test_repeated_steps_reusing_buffers_give_identical_updates() -> None:
@@ -502,7 +493,7 @@ def test_trpo_step_improves_surrogate_within_trust_region(hvp: str) -> None:
     # Re-evaluate at the new θ independently of the step's own bookkeeping.
     loss, kl = agent.linearizer.evaluate(after, train, valid, lin)
     assert loss < metrics["train/surrogate_loss"]
-    assert 0 < kl <= agent.max_kl
+    assert 0 < kl <= agent.trpo.max_kl
     assert loss == pytest.approx(metrics["train/surrogate_loss_after"], rel=1e-4, abs=1e-6)
     assert kl == pytest.approx(metrics["train/kl"], rel=1e-3)
     assert metrics["train/line_search_steps"] >= 1
@@ -541,9 +532,9 @@ def test_step_validates_its_inputs() -> None:
         ({"fast_lr": 0.0}, "fast_lr must be > 0"),
         ({"num_adapt_steps": 0}, "num_adapt_steps must be ≥ 1"),
         ({"max_kl": -1.0}, "max_kl must be > 0"),
-        ({"ls_backtrack_ratio": 1.0}, "ls_backtrack_ratio must be in"),
+        ({"ls_backtrack_ratio": 1.0}, "ls_backtrack_ratio must be > 0 and < 1"),
         ({"hvp": "fisher"}, "hvp must be one of"),
-        ({"hvp_subsample": 0.0}, "hvp_subsample must be in"),
+        ({"hvp_subsample": 0.0}, "hvp_subsample must be > 0 and ≤ 1"),
         ({"hvp_dtype": "float16"}, "hvp_dtype must be one of"),
         ({"hvp_dtype": "bfloat16", "hvp": "exact"}, "needs the hand-derived products"),
         ({"hvp_dtype": "bfloat16", "inner_objective": "lvc"}, "needs the hand-derived"),

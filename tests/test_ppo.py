@@ -40,7 +40,7 @@ from maml_rl.optim import unflatten as _unflat
 from maml_rl.samplers import make_sampler
 from maml_rl.trainer import Trainer
 
-from conftest import CONFIGS, make_policy, run_cli
+from conftest import CONFIGS, make_policy, ppo_agent, run_cli, trpo_agent
 from conftest import TINY as BASE_TINY
 
 N, E, T = 3, 4, 6
@@ -51,7 +51,7 @@ Agent: TypeAlias = MAMLPPO | MAMLTRPO
 
 def make_agent(policy: GaussianMLPPolicy | CategoricalMLPPolicy, **kwargs: object) -> MAMLPPO:
     defaults: dict[str, object] = {"fast_lr": 0.5, "gamma": 0.95, "meta_lr": 0.01}
-    return MAMLPPO(policy, **{**defaults, **kwargs})
+    return ppo_agent(policy, **{**defaults, **kwargs})
 
 
 def meta_batches(
@@ -310,7 +310,7 @@ def test_meta_gradients_differ_by_inner_objective_unless_first_order() -> None:
 @pytest.mark.parametrize("objective", ["lvc", "dice"])
 def test_trpo_line_search_evaluates_the_function_whose_gradient_it_used(objective: str) -> None:
     policy = make_policy()
-    agent = MAMLTRPO(policy, fast_lr=0.5, gamma=0.95, inner_objective=objective)
+    agent = trpo_agent(policy, fast_lr=0.5, gamma=0.95, inner_objective=objective)
     train_b, valid_b = meta_batches(agent)
     train, valid = [agent.samples(b) for b in train_b], agent.samples(valid_b)
     lin = agent.linearizer.linearize(train, valid)
@@ -327,7 +327,7 @@ def test_trpo_line_search_evaluates_the_function_whose_gradient_it_used(objectiv
     fd = (loss_at(1.0) - loss_at(-1.0)) / (2 * eps)
     assert lin.grad @ direction == pytest.approx(fd, rel=1e-5, abs=1e-9)
     metrics = agent.step(train_b, valid_b)
-    assert metrics["train/step_accepted"] == 1.0 and 0 < metrics["train/kl"] <= agent.max_kl
+    assert metrics["train/step_accepted"] == 1.0 and 0 < metrics["train/kl"] <= agent.trpo.max_kl
 
 
 @pytest.mark.parametrize("objective", ["lvc", "dice"])
@@ -335,8 +335,8 @@ def test_trpo_gauss_newton_products_equal_exact_ones_for_each_inner_objective(
     objective: str,
 ) -> None:
     policy = make_policy()
-    gn = MAMLTRPO(policy, fast_lr=0.5, gamma=0.95, inner_objective=objective)
-    exact = MAMLTRPO(policy, fast_lr=0.5, gamma=0.95, inner_objective=objective, hvp="exact")
+    gn = trpo_agent(policy, fast_lr=0.5, gamma=0.95, inner_objective=objective)
+    exact = trpo_agent(policy, fast_lr=0.5, gamma=0.95, inner_objective=objective, hvp="exact")
     train_b, valid_b = meta_batches(gn)
     train, valid = [gn.samples(b) for b in train_b], gn.samples(valid_b)
     v = torch.randn(
@@ -418,7 +418,7 @@ def test_every_epoch_readapts_from_the_current_theta(objective: str, num_steps: 
             theta,
             train,
             valid,
-            fast_lr=agent.fast_lr,
+            fast_lr=agent.maml.fast_lr,
             clip_range=0.2,
             objective=objective,
             old=old,
@@ -594,14 +594,14 @@ def test_categorical_policy_with_every_inner_objective_and_the_penalty() -> None
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"clip_range": 0.0}, "clip_range must be in"),
+        ({"clip_range": 0.0}, "clip_range must be > 0 and < 1"),
         ({"ppo_epochs": 0}, "ppo_epochs must be ≥ 1"),
         ({"meta_lr": -1.0}, "meta_lr must be > 0"),
         ({"meta_lr_decay_iterations": 0}, "meta_lr_decay_iterations must be ≥ 1"),
         ({"max_grad_norm": 0.0}, "max_grad_norm must be > 0"),
         ({"target_kl": 0.0}, "target_kl must be > 0"),
         ({"inner_kl_penalty": -1.0}, "inner_kl_penalty must be ≥ 0"),
-        ({"adaptive_inner_kl": True}, "adaptive_inner_kl needs an initial inner_kl_penalty"),
+        ({"adaptive_inner_kl": True}, r"adaptive_inner_kl only rescales the penalty"),
         ({"inner_objective": "reinforced"}, "inner_objective must be one of"),
     ],
 )
@@ -743,10 +743,10 @@ def test_presets_load_and_build_their_agent(family: str, kind: str) -> None:
     # Any policy will do to build the agent (the family's own is built by the trainer).
     agent = build_agent(config, GaussianMLPPolicy(2, 2, (4,)), torch.device("cpu"))
     assert isinstance(agent, MAMLPPO)
-    assert agent.inner_objective == config.maml.inner_objective
+    assert agent.maml.inner_objective == config.maml.inner_objective
     assert agent.inner_kl_coefs == [p.inner_kl_penalty]
-    assert (agent.clip_range, agent.ppo_epochs) == (0.3, epochs)
-    assert (agent.meta_lr, agent.meta_lr_decay_iterations) == rate
+    assert (agent.ppo.clip_range, agent.ppo.ppo_epochs) == (0.3, epochs)
+    assert (agent.ppo.meta_lr, agent.ppo.meta_lr_decay_iterations) == rate
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

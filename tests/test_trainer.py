@@ -210,9 +210,9 @@ def test_every_preset_builds_its_policy_and_agent(path: Path) -> None:
     agent = build_agent(cfg, policy, torch.device("cpu"))
     assert isinstance(agent, Agent)  # the role the trainer relies on
     if cfg.agent == "maml_trpo":
-        assert (agent.max_kl, agent.cg_iters) == (0.01, 10)
+        assert (agent.trpo.max_kl, agent.trpo.cg_iters) == (0.01, 10)
     else:  # the PPO/ProMP presets: tests/test_ppo.py checks their settings
-        assert (agent.clip_range, agent.ppo_epochs) == (cfg.ppo.clip_range, cfg.ppo.ppo_epochs)
+        assert agent.ppo == cfg.ppo
 
 
 @pytest.mark.parametrize("env_id", ["MetaRL/Navigation2D-v0", "MetaRL/TabularMDP-v0"])
