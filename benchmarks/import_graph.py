@@ -7,12 +7,12 @@ that imports flow one way.
 Read from the source with :mod:`ast`, nothing is imported. Layers, bottom up:
 
 * **core** — every ``maml_rl`` module that is not orchestration: task-family protocol,
-  batched-env contract, samplers, batches, returns, baselines, config, seeding, logging,
-  checkpoints, optimisers;
+  batched-env contract, samplers, batches, returns, baselines, settings validation,
+  seeding, threads, logging, checkpoints, optimisers;
 * **envs** (``maml_rl.envs``) and **agents** (``maml_rl.agents``) — import the core and
   their own package only;
-* **orchestration** — ``factories``, ``trainer``, ``evaluation``, ``cli``: tie the three
-  together.
+* **orchestration** — ``config`` (the run's config, assembled from the agents' sections),
+  ``factories``, ``trainer``, ``evaluation``, ``cli``: tie the three together.
 
 Rules checked: the core imports no env, agent or orchestration module; envs and agents
 import no orchestration module and not each other; no cycle among module-level imports.
@@ -34,7 +34,13 @@ PACKAGE_DIRS = {
     "maml_rl.envs": ROOT / "envs",
     "maml_rl.agents": ROOT / "agents",
 }
-ORCHESTRATION = ("maml_rl.factories", "maml_rl.trainer", "maml_rl.evaluation", "maml_rl.cli")
+ORCHESTRATION = (
+    "maml_rl.config",
+    "maml_rl.factories",
+    "maml_rl.trainer",
+    "maml_rl.evaluation",
+    "maml_rl.cli",
+)
 ALLOWED_LAZY = {("maml_rl.tasks", "maml_rl.envs")}
 
 
