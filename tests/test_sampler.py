@@ -316,6 +316,7 @@ def test_sample_runs_on_one_thread_and_restores_the_count() -> None:
 # -- the same batch everywhere --------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["nav", "cheetah", "ant", "mdp"])
 def test_process_backend_is_bit_identical(name: str, reference) -> None:
     """2 workers: whole tasks split 1 + 2 (a one-task shard), then more workers
@@ -331,6 +332,7 @@ def test_process_backend_is_bit_identical(name: str, reference) -> None:
             assert_same(batch, reference(name, n))
 
 
+@pytest.mark.slow
 def test_process_backend_one_worker_and_generic_env(reference) -> None:
     """One worker equals sync (and leaving the context stops it); a family without
     make_batched (generic vector env, in workers that must import the family's
@@ -391,6 +393,7 @@ def test_partition_covers_every_episode_once() -> None:
 # -- failures ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_killed_worker_is_a_clear_error_not_a_hang() -> None:
     case = CASES["nav"]
@@ -507,6 +510,7 @@ def ray_anchor() -> Iterator[Sampler]:
     assert not ray.is_initialized(), "the last sampler on our runtime shuts it down"
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.parametrize("name", ["nav", "ant"])
 def test_ray_backend_is_bit_identical(name: str, reference, ray_anchor: Sampler) -> None:
@@ -523,6 +527,7 @@ def test_ray_backend_is_bit_identical(name: str, reference, ray_anchor: Sampler)
             assert_same(batch, reference(name, n))
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.timeout(120)
 def test_ray_killed_worker_is_a_clear_error(ray_anchor: Sampler) -> None:
