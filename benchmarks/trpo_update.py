@@ -49,10 +49,10 @@ import torch
 
 from maml_rl.agents.linearizers import AutogradLinearizer
 from maml_rl.agents.maml_trpo import MAMLTRPO, TRPOConfig
-from maml_rl.factories import resolve_device
 from maml_rl.agents.policies import GaussianMLPPolicy, stack_params
 from maml_rl.batch import EpisodeBatch
 from maml_rl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
+from maml_rl.factories import resolve_device
 from maml_rl.tasks import Task
 
 SHAPES = {
