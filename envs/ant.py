@@ -6,7 +6,6 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 
@@ -110,6 +109,7 @@ class _AntFamily(MujocoTaskFamily, AntEnv):
 
     horizon = 200
     uses_contact_forces = True
+    position_from_xpos = True
     #: ``info`` key of the task-specific reward term.
     _task_term: ClassVar[str]
 
@@ -138,9 +138,10 @@ class _AntFamily(MujocoTaskFamily, AntEnv):
             )
         self._init_family(task, render_mode, width, height)
 
-    @staticmethod
-    def _tracked_position(data: mujoco.MjData) -> np.ndarray:
-        return data.xpos[TORSO, :2]
+    @classmethod
+    def _position(cls, qpos: np.ndarray, xpos: np.ndarray | None) -> np.ndarray:
+        assert xpos is not None  # position_from_xpos is set
+        return xpos[:, TORSO, :2]
 
     @classmethod
     def _observe(

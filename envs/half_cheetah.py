@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import mujoco
 import numpy as np
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
@@ -93,10 +92,10 @@ class _HalfCheetahFamily(MujocoTaskFamily, HalfCheetahEnv):
             )
         self._init_family(task, render_mode, width, height)
 
-    @staticmethod
-    def _tracked_position(data: mujoco.MjData) -> np.ndarray:
+    @classmethod
+    def _position(cls, qpos: np.ndarray, xpos: np.ndarray | None) -> np.ndarray:
         # v5 measures the forward velocity on the rootx slide joint.
-        return data.qpos[:1]
+        return qpos[:, :1]
 
     @classmethod
     def _observe(

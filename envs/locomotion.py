@@ -7,14 +7,19 @@ reward is written **once**, as a function vectorised over a leading env axis
 family:
 
 * the single env (``gymnasium.make("MetaRL/AntVel-v0")``) calls it with ``K = 1``;
-* :class:`BatchedMujocoEnv` (``family.make_batched(K)``) holds ``K`` ``MjData`` of
-  one ``MjModel``, steps them in one Python loop, gathers their state into
-  preallocated ``[K, ...]`` arrays and calls it once for all ``K``.
+* :class:`BatchedMujocoEnv` (``family.make_batched(K)``) steps ``K`` simulations
+  together and calls it once for all ``K``. With MuJoCo ≥ 3.17 the simulations
+  are stepped in C on a thread pool (:class:`maml_rl.envs.mjbatch.NativeBatch`),
+  their state read from live ``[K, ...]`` arrays; with an older MuJoCo, ``K``
+  ``MjData`` of one ``MjModel`` are stepped in a Python loop and their state
+  gathered into preallocated ``[K, ...]`` arrays.
 
-Because the physics calls are the same (``ctrl ← action``, ``mj_step`` with
-``nstep = frame_skip``, then ``mj_rnePostConstraint`` when contact forces are
-used) and every array operation in the reward is elementwise or a fixed-order
-sum (:func:`sum_squares`), the batched env reproduces the single env **bitwise**.
+Because the physics calls are the same on both paths (``ctrl ← action``,
+``mj_step`` with ``nstep = frame_skip``, then ``mj_rnePostConstraint`` when
+contact forces are used; the batched simulator is bit-identical to a loop of
+them at any thread count) and every array operation in the reward is
+elementwise or a fixed-order sum (:func:`sum_squares`), the batched env
+reproduces the single env **bitwise**.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import mujoco
 import numpy as np
 from gymnasium import spaces, utils
 
+from maml_rl.envs.mjbatch import NativeBatch, native_batch_available
 from maml_rl.tasks import Task, TaskFamily
+from maml_rl.threads import available_cores
 from maml_rl.vector import BatchedTaskEnv
 
 __all__ = [
@@ -127,7 +134,8 @@ class Transition(NamedTuple):
     Attributes:
         action: ``[K, nu]`` float64, the actions as given (before MuJoCo's
             ``ctrlrange`` clamp).
-        pos_before: ``[K, d]``, the family's tracked position before the step.
+        pos_before: ``[K, d]``, the family's tracked position
+            (:meth:`MujocoTaskFamily._position`) before the step.
         pos_after: ``[K, d]``, the same after the step.
         qpos: ``[K, nq]`` joint positions after the step.
         qvel: ``[K, nv]`` joint velocities after the step.
@@ -156,6 +164,8 @@ class MujocoTaskFamily(TaskFamily):
 
     #: Whether the reward/observation reads ``cfrc_ext`` (needs ``mj_rnePostConstraint``).
     uses_contact_forces: ClassVar[bool] = False
+    #: Whether :meth:`_position` reads the body positions ``xpos``.
+    position_from_xpos: ClassVar[bool] = False
 
     # Provided by the Gymnasium MujocoEnv base.
     model: mujoco.MjModel
@@ -177,9 +187,11 @@ class MujocoTaskFamily(TaskFamily):
         """The tasks as a float64 array ``[K, p]`` (what :meth:`_evaluate` reads)."""
         raise NotImplementedError
 
-    @staticmethod
-    def _tracked_position(data: mujoco.MjData) -> np.ndarray:
-        """A view into ``data`` of the position whose change is the velocity."""
+    @classmethod
+    def _position(cls, qpos: np.ndarray, xpos: np.ndarray | None) -> np.ndarray:
+        """The position whose change is the velocity, ``[K, d]``, from the joint
+        positions ``[K, nq]`` and (when :attr:`position_from_xpos`) the body frame
+        positions ``[K, nbody, 3]``."""
         raise NotImplementedError
 
     @classmethod
@@ -226,14 +238,14 @@ class MujocoTaskFamily(TaskFamily):
         # float64 first: the control cost must not depend on the action's dtype
         # (the batched env works in float64 too).
         action = np.asarray(action, dtype=np.float64)
-        pos_before = self._tracked_position(self.data).copy()
+        pos_before = self._single_position()
         # v5's do_simulation: shape check, ctrl ← action, mj_step(nstep=frame_skip),
         # mj_rnePostConstraint (fills cfrc_ext).
         self.do_simulation(action, self.frame_skip)
         tr = Transition(
             action=action[None],
-            pos_before=pos_before[None],
-            pos_after=self._tracked_position(self.data).copy()[None],
+            pos_before=pos_before,
+            pos_after=self._single_position(),
             qpos=self.data.qpos.copy()[None],
             qvel=self.data.qvel.copy()[None],
             cfrc_ext=self.data.cfrc_ext.copy()[None] if self.uses_contact_forces else None,
@@ -247,17 +259,36 @@ class MujocoTaskFamily(TaskFamily):
         # Truncation is the TimeLimit wrapper's job (registered max_episode_steps).
         return observation, reward[0], bool(terminated[0]), False, info
 
+    def _single_position(self) -> np.ndarray:
+        xpos = self.data.xpos[None] if self.position_from_xpos else None
+        return self._position(self.data.qpos[None], xpos).copy()
+
     # -- batched env -------------------------------------------------------------
     @classmethod
-    def make_batched(cls, num_envs: int, max_episode_steps: int | None = None) -> BatchedMujocoEnv:
+    def make_batched(
+        cls,
+        num_envs: int,
+        max_episode_steps: int | None = None,
+        num_threads: int | None = None,
+        stepper: str = "auto",
+    ) -> BatchedMujocoEnv:
         """``num_envs`` copies of this family as one natively batched env.
 
         Args:
             num_envs: number of simulations ``K``.
             max_episode_steps: time limit; defaults to the registered ``horizon``.
+            num_threads: threads stepping the simulations (``None``: every core
+                this process may use); only the native stepper uses threads.
+            stepper: ``"native"`` (MuJoCo's batched simulator), ``"loop"`` (a
+                Python loop over ``MjData``) or ``"auto"`` (native where the
+                installed MuJoCo has it).
         """
         return BatchedMujocoEnv(
-            cls, num_envs, cls.horizon if max_episode_steps is None else max_episode_steps
+            cls,
+            num_envs,
+            cls.horizon if max_episode_steps is None else max_episode_steps,
+            num_threads=num_threads,
+            stepper=stepper,
         )
 
 
@@ -313,30 +344,49 @@ class DirectionFamily(MujocoTaskFamily):
 
 
 class BatchedMujocoEnv(BatchedTaskEnv):
-    """``K`` simulations of one MuJoCo task family: ``K`` ``MjData`` of one ``MjModel``.
+    """``K`` simulations of one MuJoCo task family, stepped together.
 
     Contract: :mod:`maml_rl.vector`. ``reset(seed=[s_k])`` draws env ``k``'s
     start state from ``gymnasium.utils.seeding.np_random(s_k)`` exactly as the
     single env does; then each ``step`` gives, bitwise, the single env's
     observations, rewards, ``terminated`` and ``truncated`` for the same actions.
 
-    The hot loop does per env only ``ctrl[:] = action``, ``mj_step`` (and
-    ``mj_rnePostConstraint`` where contact forces matter), using ``ctrl`` views
-    cached at construction; state is gathered with one ``np.concatenate`` per
-    quantity into preallocated buffers and observations and rewards are computed
-    for all ``K`` at once. Envs that have terminated are no longer simulated;
-    their later outputs are meaningless (frozen observation, zero reward).
+    Two steppers, chosen once (see :meth:`MujocoTaskFamily.make_batched`):
+
+    * **native** (MuJoCo ≥ 3.17): a persistent :class:`~maml_rl.envs.mjbatch.NativeBatch`
+      steps the ``K`` simulations in C on ``num_threads`` threads; ``qpos``, ``qvel``
+      and ``ctrl`` are live ``[K, n]`` views of its state rows and the derived fields
+      a family reads (``xpos``, ``cfrc_ext``) are ``[K, ...]`` arrays it refreshes.
+    * **loop**: ``K`` ``MjData`` of one ``MjModel`` stepped in one Python loop, their
+      state gathered with one ``np.concatenate`` per quantity into preallocated
+      buffers.
+
+    Either way observations and rewards are computed for all ``K`` at once. Envs
+    that have terminated are no longer simulated; their later outputs are
+    meaningless (frozen observation, zero reward).
 
     Args:
         family: the single-env class (a :class:`MujocoTaskFamily` subclass).
         num_envs: number of simulations ``K``.
         max_episode_steps: time limit (``truncated`` after this many steps).
+        num_threads: threads of the native stepper (``None``: every core this
+            process may use).
+        stepper: ``"auto"``, ``"native"`` or ``"loop"``.
     """
 
     def __init__(
-        self, family: type[MujocoTaskFamily], num_envs: int, max_episode_steps: int
+        self,
+        family: type[MujocoTaskFamily],
+        num_envs: int,
+        max_episode_steps: int,
+        num_threads: int | None = None,
+        stepper: str = "auto",
     ) -> None:
         super().__init__(num_envs, max_episode_steps)
+        if stepper not in ("auto", "native", "loop"):
+            raise ValueError(f"stepper must be 'auto', 'native' or 'loop', got {stepper!r}")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be ≥ 1 or None, got {num_threads}")
         self.family = family
         self.task_cls = family.task_cls
         # One single env supplies the model, the spaces and the start state, so the
@@ -355,43 +405,60 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         proto.close()
 
+        if stepper == "auto":
+            stepper = "native" if native_batch_available() else "loop"
+        self.stepper = stepper
         m, k = self.model, self.num_envs
-        self._datas = [mujoco.MjData(m) for _ in range(k)]
-        # Cached views into each MjData: valid for its lifetime (MuJoCo never
-        # reallocates), and they spare the attribute lookups in the hot loop.
-        self._ctrl = [d.ctrl for d in self._datas]
-        self._qpos_v = [d.qpos for d in self._datas]
-        self._qvel_v = [d.qvel for d in self._datas]
-        self._pos_v = [family._tracked_position(d) for d in self._datas]
-        self._cfrc_v = [d.cfrc_ext for d in self._datas]
-        # Gathered state, [K, ...] views of flat buffers filled by np.concatenate.
-        d_pos = self._pos_v[0].size
-        self._qpos_flat = np.zeros(k * m.nq)
-        self._qvel_flat = np.zeros(k * m.nv)
-        self._pos_flat = np.zeros(k * d_pos)
-        self._cfrc_flat = np.zeros((k * m.nbody, 6))
-        self._qpos = self._qpos_flat.reshape(k, m.nq)
-        self._qvel = self._qvel_flat.reshape(k, m.nv)
-        self._pos = self._pos_flat.reshape(k, d_pos)
-        self._cfrc = self._cfrc_flat.reshape(k, m.nbody, 6)
+        self._batch: NativeBatch | None = None
+        self._xpos: np.ndarray | None = None
+        self._cfrc: np.ndarray | None = None
+        if stepper == "native":
+            threads = available_cores() if num_threads is None else num_threads
+            self._batch = batch = NativeBatch(m, k, min(threads, k))
+            self.num_threads = batch.nthread
+            self._qpos, self._qvel, self._ctrl_rows = batch.qpos, batch.qvel, batch.ctrl
+            if family.position_from_xpos:
+                self._xpos = batch.output("xpos").reshape(k, m.nbody, 3)
+            if family.uses_contact_forces:
+                self._cfrc = batch.output("cfrc_ext").reshape(k, m.nbody, 6)
+        else:
+            self.num_threads = 1
+            self._datas = [mujoco.MjData(m) for _ in range(k)]
+            # Cached views into each MjData: valid for its lifetime (MuJoCo never
+            # reallocates), and they spare the attribute lookups in the hot loop.
+            self._ctrl = [d.ctrl for d in self._datas]
+            self._gather_views: list[tuple[list[np.ndarray], np.ndarray]] = []
+            self._qpos = self._gathered([d.qpos for d in self._datas], (k, m.nq))
+            self._qvel = self._gathered([d.qvel for d in self._datas], (k, m.nv))
+            if family.position_from_xpos:
+                self._xpos = self._gathered([d.xpos for d in self._datas], (k, m.nbody, 3))
+            if family.uses_contact_forces:
+                self._cfrc = self._gathered([d.cfrc_ext for d in self._datas], (k, m.nbody, 6))
         self._running = np.ones(k, dtype=bool)
-        self._active: list[int] = list(range(k))
+        self._active: np.ndarray | None = None  # None: every env is running
         self._needs_reset = True
+        self._closed = False
         self.set_tasks([family.default_task()] * k)
+
+    def _gathered(self, views: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        """A ``shape`` buffer that :meth:`_gather` fills from ``views`` (loop stepper)."""
+        flat = np.zeros(int(np.prod(shape)))
+        self._gather_views.append(([v.reshape(-1) for v in views], flat))
+        return flat.reshape(shape)
+
+    def _gather(self) -> None:
+        if self._batch is None:
+            for views, flat in self._gather_views:
+                np.concatenate(views, out=flat)
 
     def _apply_tasks(self, tasks: list[Task]) -> None:
         self._params = self.family._task_params(tasks)
 
-    def _gather(self) -> None:
-        np.concatenate(self._qpos_v, out=self._qpos_flat)
-        np.concatenate(self._qvel_v, out=self._qvel_flat)
-        np.concatenate(self._pos_v, out=self._pos_flat)
-        if self.family.uses_contact_forces:
-            np.concatenate(self._cfrc_v, out=self._cfrc_flat)
+    def _position(self) -> np.ndarray:
+        return self.family._position(self._qpos, self._xpos).copy()
 
     def _observation(self) -> np.ndarray:
-        cfrc = self._cfrc if self.family.uses_contact_forces else None
-        return self.family._observe(self._qpos, self._qvel, cfrc)
+        return self.family._observe(self._qpos, self._qvel, self._cfrc)
 
     def reset(
         self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
@@ -401,23 +468,60 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         Returns:
             Observations ``[K, obs_dim]`` (float64) and an empty info dict.
         """
+        if self._closed:
+            raise gym.error.ClosedEnvironmentError("the batched env is closed")
         m = self.model
         noise = RESET_NOISE_SCALE
         # As Gymnasium's Env.reset: a seed re-creates env k's generator, None keeps it.
         self._reseed(seed)
-        for d, rng in zip(self._datas, self.np_randoms, strict=True):
-            assert rng is not None  # set by _reseed
-            # v5's MujocoEnv.reset + reset_model + set_state, draw for draw.
-            mujoco.mj_resetData(m, d)
-            d.qpos[:] = self._init_qpos + rng.uniform(low=-noise, high=noise, size=m.nq)
-            d.qvel[:] = self._init_qvel + noise * rng.standard_normal(m.nv)
-            mujoco.mj_forward(m, d)
+        rngs = self._generators()
+        # v5's MujocoEnv.reset + reset_model + set_state, draw for draw:
+        # mj_resetData, qpos and qvel with noise, mj_forward.
+        if self._batch is not None:
+            self._batch.reset(stage=0)
+            for k, rng in enumerate(rngs):
+                self._qpos[k] = self._init_qpos + rng.uniform(low=-noise, high=noise, size=m.nq)
+                self._qvel[k] = self._init_qvel + noise * rng.standard_normal(m.nv)
+            self._batch.forward()
+        else:
+            for d, rng in zip(self._datas, rngs, strict=True):
+                mujoco.mj_resetData(m, d)
+                d.qpos[:] = self._init_qpos + rng.uniform(low=-noise, high=noise, size=m.nq)
+                d.qvel[:] = self._init_qvel + noise * rng.standard_normal(m.nv)
+                mujoco.mj_forward(m, d)
         self._elapsed = 0
         self._needs_reset = False
         self._running[:] = True
-        self._active = list(range(self.num_envs))
+        self._active = None
         self._gather()
         return self._observation(), {}
+
+    def _simulate(self, actions: np.ndarray) -> None:
+        """``ctrl ← action``, ``frame_skip`` MuJoCo steps (and ``mj_rnePostConstraint``
+        where contact forces are read) on every running env."""
+        m, nstep, active = self.model, self.frame_skip, self._active
+        contact = self.family.uses_contact_forces
+        if active is not None and len(active) == 0:
+            return
+        if self._batch is not None:
+            # Rows of terminated envs get controls too; they are not stepped.
+            self._ctrl_rows[...] = actions
+            self._batch.step(active, nstep=nstep)
+            if contact:
+                self._batch.rne_post_constraint(active)
+            return
+        datas, ctrl = self._datas, self._ctrl
+        indices = range(self.num_envs) if active is None else active.tolist()
+        if contact:
+            for k in indices:
+                ctrl[k][:] = actions[k]
+                mujoco.mj_step(m, datas[k], nstep=nstep)
+                mujoco.mj_rnePostConstraint(m, datas[k])
+        else:
+            # cfrc_ext is an output nothing reads here, so skip its computation.
+            for k in indices:
+                ctrl[k][:] = actions[k]
+                mujoco.mj_step(m, datas[k], nstep=nstep)
 
     def step(
         self, actions: np.ndarray
@@ -436,34 +540,33 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         if self._needs_reset:
             raise gym.error.ResetNeeded("call reset() before step()")
         actions = self._check_actions(actions)
-        pos_before = self._pos.copy()
-        m, nstep = self.model, self.frame_skip
-        datas, ctrl = self._datas, self._ctrl
-        if self.family.uses_contact_forces:
-            for k in self._active:
-                ctrl[k][:] = actions[k]
-                mujoco.mj_step(m, datas[k], nstep=nstep)
-                mujoco.mj_rnePostConstraint(m, datas[k])
-        else:
-            # cfrc_ext is an output nothing reads here, so skip its computation.
-            for k in self._active:
-                ctrl[k][:] = actions[k]
-                mujoco.mj_step(m, datas[k], nstep=nstep)
+        pos_before = self._position()
+        self._simulate(actions)
         self._gather()
         tr = Transition(
             action=actions,
             pos_before=pos_before,
-            pos_after=self._pos,
+            pos_after=self._position(),
             qpos=self._qpos,
             qvel=self._qvel,
-            cfrc_ext=self._cfrc if self.family.uses_contact_forces else None,
+            cfrc_ext=self._cfrc,
             dt=self.dt,
         )
         rewards, terminated, info = self.family._evaluate(self._params, tr)
         observations = self._observation()
-        if len(self._active) < self.num_envs:
+        if self._active is not None:
             rewards[~self._running] = 0.0
         if terminated.any():
             self._running &= ~terminated
-            self._active = np.flatnonzero(self._running).tolist()
+            self._active = np.flatnonzero(self._running).astype(np.int32)
         return observations, rewards, terminated, self._time_limit(), info
+
+    def close(self, **kwargs: Any) -> None:
+        self._closed = True
+        self._needs_reset = True
+        if self._batch is not None:
+            # Drop the views into the batch's memory before freeing it.
+            self._qpos = self._qvel = self._ctrl_rows = np.zeros((self.num_envs, 0))
+            self._xpos = self._cfrc = None
+            self._batch.close()
+            self._batch = None

@@ -118,6 +118,10 @@ class SamplerConfig(Validated):
     ray_address: str | None = None
     """Address of a running Ray cluster (``ray start --head``); ``null`` starts a local one."""
 
+    num_threads: int = bounded(0, ge=0)
+    """Threads on which each sampling process steps the MuJoCo simulations (mujoco ≥ 3.17);
+    0: the machine's cores, divided among the workers. Episodes do not depend on it."""
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(Validated):

@@ -1,4 +1,4 @@
-"""torch's intra-op thread count, set for a block and restored after it.
+"""Thread counts: the cores available, and torch's intra-op count set for a block.
 
 Rollouts evaluate tiny per-step matmuls: extra OpenMP threads only cost there, and idle
 ones busy-wait, which slows everything else on the machine (the sampler therefore runs
@@ -9,11 +9,20 @@ its loop on one thread, in every process). The meta-update may use more
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
 
-__all__ = ["torch_threads"]
+__all__ = ["available_cores", "torch_threads"]
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager

@@ -180,6 +180,7 @@ class Trainer:
                 ray_address=config.sampler.ray_address,
                 env_kwargs=dict(config.env.kwargs),
                 max_episode_steps=config.env.max_episode_steps,
+                num_threads=config.sampler.num_threads or None,
             )
             self.agent: Agent = build_agent(config, self.policy, self.device)
             if state is not None:

@@ -255,6 +255,7 @@ def make_task_env(
     num_envs: int,
     max_episode_steps: int | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
+    num_threads: int | None = None,
 ) -> BatchedTaskEnv:
     """``num_envs`` envs of a family as one batched env, natively batched where possible.
 
@@ -266,11 +267,16 @@ def make_task_env(
         num_envs: number of environments ``K``.
         max_episode_steps: time limit; defaults to the registered one.
         env_kwargs: keyword arguments of the env's constructor.
+        num_threads: threads a native implementation may step its envs on
+            (``None``: its default); passed on where ``make_batched`` takes
+            ``num_threads`` (the MuJoCo families do).
     """
     cls = family_class(env_id)
     kwargs = dict(env_kwargs or {})
     make_batched = getattr(cls, "make_batched", None)
     if callable(make_batched):
+        if "num_threads" in inspect.signature(make_batched).parameters:
+            kwargs["num_threads"] = num_threads
         try:
             inspect.signature(make_batched).bind(
                 num_envs, max_episode_steps=max_episode_steps, **kwargs
@@ -279,4 +285,5 @@ def make_task_env(
             pass  # the native version cannot take these kwargs: use the generic one
         else:
             return make_batched(num_envs, max_episode_steps=max_episode_steps, **kwargs)
+        kwargs.pop("num_threads", None)
     return TaskVectorEnv(env_id, num_envs, max_episode_steps, kwargs)

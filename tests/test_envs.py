@@ -21,6 +21,7 @@ from maml_rl.envs import (
     HalfCheetahVelEnv,
 )
 from maml_rl.envs.locomotion import mujoco_warnings_to_python, sum_squares
+from maml_rl.envs.mjbatch import native_batch_available
 from maml_rl.tasks import family_class, family_ids, make_family, unwrap_family
 
 MUJOCO_IDS = [
@@ -207,11 +208,13 @@ def test_task_distributions_cover_their_ranges() -> None:
 # -- batched env == single envs -----------------------------------------------------------
 
 
-def _run_equivalence(env_id: str, num_envs: int, seeds: list[int], steps: int, rng) -> int:
+def _run_equivalence(
+    env_id: str, num_envs: int, seeds: list[int], steps: int, rng, **make_kwargs
+) -> int:
     """Step a batched env and ``num_envs`` single envs together; returns #early ends."""
     cls = family_class(env_id)
     tasks = cls.sample_tasks(num_envs, rng)
-    batched = cls.make_batched(num_envs)
+    batched = cls.make_batched(num_envs, **make_kwargs)
     batched.set_tasks(tasks)
     singles = [gym.make(env_id, task=t) for t in tasks]
     early = 0
@@ -254,11 +257,60 @@ def test_batched_env_equals_single_envs(env_id: str) -> None:
     _run_equivalence(env_id, 3, [5, 2**31 - 1, 17], steps, np.random.default_rng(11))
 
 
-def test_batched_ant_terminates_early_like_single_envs() -> None:
+# The MuJoCo families' two steppers: MuJoCo's batched simulator on 1 and 2 threads,
+# and the Python loop over MjData that older MuJoCo versions use.
+STEPPERS = [
+    pytest.param({"stepper": "native", "num_threads": 1}, id="native-1thread"),
+    pytest.param({"stepper": "native", "num_threads": 2}, id="native-2threads"),
+    pytest.param({"stepper": "loop"}, id="loop"),
+]
+needs_native = pytest.mark.skipif(
+    not native_batch_available(),
+    reason=f"mujoco {mujoco.__version__} has no batched simulator (needs >= 3.17)",
+)
+
+
+def _check_stepper(make_kwargs: dict) -> None:
+    if make_kwargs["stepper"] == "native" and not native_batch_available():
+        pytest.skip(f"mujoco {mujoco.__version__} has no batched simulator (needs >= 3.17)")
+
+
+@pytest.mark.parametrize("make_kwargs", STEPPERS)
+@pytest.mark.parametrize("env_id", MUJOCO_IDS)
+def test_mujoco_steppers_equal_single_envs(env_id: str, make_kwargs: dict) -> None:
+    _check_stepper(make_kwargs)
+    steps = family_class(env_id).horizon
+    _run_equivalence(env_id, 3, [5, 2**31 - 1, 17], steps, np.random.default_rng(11), **make_kwargs)
+
+
+@pytest.mark.parametrize("make_kwargs", STEPPERS)
+def test_batched_ant_terminates_early_like_single_envs(make_kwargs: dict) -> None:
+    _check_stepper(make_kwargs)
     early = _run_equivalence(
-        "MetaRL/AntDir-v0", 4, [0, 1, 2, 3], AntDirEnv.horizon, np.random.default_rng(0)
+        "MetaRL/AntDir-v0",
+        4,
+        [0, 1, 2, 3],
+        AntDirEnv.horizon,
+        np.random.default_rng(0),
+        **make_kwargs,
     )
     assert early >= 1  # the comparison covered early terminations
+
+
+@needs_native
+def test_native_stepper_uses_the_threads_asked_for_and_closes() -> None:
+    env = HalfCheetahVelEnv.make_batched(4, num_threads=2, stepper="native")
+    assert (env.stepper, env.num_threads) == ("native", 2)
+    # Never more threads than simulations.
+    assert HalfCheetahVelEnv.make_batched(1, num_threads=2, stepper="native").num_threads == 1
+    env.reset(seed=0)
+    env.close()
+    with pytest.raises(gym.error.ClosedEnvironmentError):
+        env.reset(seed=0)
+    with pytest.raises(ValueError, match="stepper must be"):
+        HalfCheetahVelEnv.make_batched(2, stepper="threads")
+    with pytest.raises(ValueError, match="num_threads must be"):
+        HalfCheetahVelEnv.make_batched(2, num_threads=0)
 
 
 def test_navigation_dynamics_reward_and_goal_termination_by_hand() -> None:

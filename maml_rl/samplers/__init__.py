@@ -39,6 +39,7 @@ lockstep rollout loop), :mod:`~maml_rl.samplers.spec` (what to run, validated) a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,7 @@ from maml_rl.samplers.process import ProcessSampler
 from maml_rl.samplers.ray import RaySampler
 from maml_rl.samplers.spec import RolloutSpec, SampleRequest
 from maml_rl.samplers.sync import SyncSampler
+from maml_rl.threads import available_cores
 
 __all__ = [
     "BACKENDS",
@@ -82,6 +84,7 @@ def make_sampler(
     ray_address: str | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
     max_episode_steps: int | None = None,
+    num_threads: int | None = None,
 ) -> Sampler:
     """Build a sampler for a task family.
 
@@ -97,6 +100,11 @@ def make_sampler(
             it); ``None`` starts a local Ray runtime. Only for ``backend="ray"``.
         env_kwargs: keyword arguments of the env constructor.
         max_episode_steps: the horizon ``T``; defaults to the registered time limit.
+        num_threads: threads on which each sampling process steps its envs, for
+            families stepped natively on a thread pool (the MuJoCo families with
+            mujoco ≥ 3.17); ``None``: this machine's cores for ``sync``, divided among
+            the workers for ``process``, 1 for ``ray`` (each actor reserves one CPU).
+            The batch does not depend on it.
 
     Returns:
         A :class:`Sampler`; close it (or use it as a context manager) to stop workers.
@@ -121,7 +129,22 @@ def make_sampler(
             f"ray_address is only used by backend='ray', got backend={backend!r}; "
             "use backend='ray' or drop the address"
         )
-    spec = RolloutSpec.create(env_id, policy, env_kwargs, max_episode_steps)
+    if num_threads is not None and (
+        isinstance(num_threads, bool)
+        or not isinstance(num_threads, (int, np.integer))
+        or num_threads < 1
+    ):
+        raise ValueError(f"num_threads must be an integer ≥ 1 or None, got {num_threads!r}")
+    if num_threads is None:
+        num_threads = {
+            "sync": available_cores(),
+            "process": max(1, available_cores() // int(num_workers)),
+            "ray": 1,
+        }[backend]
+    spec = dataclasses.replace(
+        RolloutSpec.create(env_id, policy, env_kwargs, max_episode_steps),
+        num_threads=int(num_threads),
+    )
     if backend == "sync":
         return SyncSampler(spec)
     if backend == "process":

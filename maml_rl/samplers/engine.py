@@ -52,7 +52,9 @@ class RolloutEngine:
             if self._env is not None:
                 self._env.close()
             spec = self.spec
-            self._env = make_task_env(spec.env_id, num_envs, spec.horizon, spec.env_kwargs)
+            self._env = make_task_env(
+                spec.env_id, num_envs, spec.horizon, spec.env_kwargs, spec.num_threads
+            )
         return self._env
 
     def close(self) -> None:

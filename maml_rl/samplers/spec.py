@@ -44,6 +44,8 @@ class RolloutSpec:
         param_shapes: the policy's parameter names and (unstacked) shapes.
         observation_space: the single env's observation space.
         action_space: the single env's action space.
+        num_threads: threads each engine's batched env may step its envs on
+            (``None``: the env's default); the batch does not depend on it.
     """
 
     env_id: str
@@ -59,6 +61,7 @@ class RolloutSpec:
     param_shapes: dict[str, tuple[int, ...]]
     observation_space: gym.spaces.Box
     action_space: gym.spaces.Space
+    num_threads: int | None = None
 
     @property
     def discrete(self) -> bool:
