@@ -1,24 +1,33 @@
-"""Sampler throughput against the bare-simulator limit, measured in one run.
+"""Sampler throughput against what the simulator itself can do, measured in one run.
 
-For HalfCheetahVel (40 tasks × 20 episodes × 200 steps, a 2×100 tanh Gaussian
-policy with different parameters per task) and Navigation2D (20 × 20 × 100, the
-paper's 2×100 ReLU policy), it
-times whole ``sampler.sample`` calls on each backend and worker count and prints
-environment steps per second. For HalfCheetah it also measures, in the same run,
-what the simulator alone can do: a plain loop of ``ctrl[:] = action;
-mujoco.mj_step(model, data, nstep=5)`` (the env's frame skip) over as many
-simulations and steps as the sample call, on 1 core (one loop) and on 2 cores (two
-processes, each half the simulations). The sampler's overhead is the gap.
+For HalfCheetahVel and AntVel (40 tasks × 20 episodes × 200 steps by default, a 2×100
+tanh Gaussian policy with different parameters per task) it measures, on the same
+cores and in the same run:
 
-Targets: HalfCheetahVel with 2 ``process`` workers ≥ 0.8 × the bare 2-core limit;
-a whole Navigation2D sample ≤ 50 ms.
+* **batch limit**: MuJoCo's own batched simulator, open loop — ``mujoco.batch.Batch``
+  with ``nthread`` = the cores used, stepping all ``tasks × episodes`` simulations
+  ``frame_skip`` MuJoCo steps per env step with precomputed random controls, nothing
+  else (no policy, no reward, no resets);
+* **loop limit**: a Python loop of ``ctrl[:] = a; mujoco.mj_step(model, data, nstep)``
+  (and ``mj_rnePostConstraint`` for Ant, whose observation reads contact forces) over
+  the same simulations, one process per core;
+* **the sampler**: whole ``sampler.sample`` calls (policy, rewards, observations,
+  early terminations, the batch arrays included) on each backend / worker / thread
+  setting, and its ratio to both limits.
+
+Env steps per second count the steps episodes actually played (an Ant that falls
+stops early). Target: the ``sync`` sampler on all cores ≥ 0.9 × the batch limit.
+
+Navigation2D (20 × 20 × 100, the paper's 2×100 ReLU policy) is timed as a whole
+sample call (target ≤ 50 ms).
 
 Usage::
 
-    python benchmarks/sampler_throughput.py            # full sizes (~ minutes)
+    python benchmarks/sampler_throughput.py            # full sizes (a few minutes)
     python benchmarks/sampler_throughput.py --quick    # small sizes (~ 30 s)
 
-The last line is one JSON object with every figure.
+The last line is one JSON object with every figure; ``batch_limit`` and
+``ratio_vs_batch`` per family hold the headline numbers.
 """
 
 from __future__ import annotations
@@ -37,24 +46,52 @@ import numpy as np
 import torch
 
 from maml_rl.agents.policies import GaussianMLPPolicy
+from maml_rl.envs.mjbatch import native_batch_available
 from maml_rl.samplers import make_sampler
 from maml_rl.tasks import family_class
+from maml_rl.threads import available_cores
 
-CHEETAH = "MetaRL/HalfCheetahVel-v0"
+FAMILIES = {"halfcheetah_vel": "MetaRL/HalfCheetahVel-v0", "ant_vel": "MetaRL/AntVel-v0"}
 NAV = "MetaRL/Navigation2D-v0"
 
 
-# -- the bare simulator ------------------------------------------------------------------
+def _start_states(env: Any, num_sims: int, rng: np.random.Generator) -> np.ndarray:
+    nq = env.model.nq
+    return env.init_qpos + rng.uniform(-0.1, 0.1, size=(num_sims, nq))
 
 
-def _bare_loop(num_sims: int, horizon: int, barrier: Any, seed: int) -> float:
-    """Step ``num_sims`` simulations ``horizon`` times with random controls; seconds."""
-    env = family_class(CHEETAH)()
+# -- the limits -------------------------------------------------------------------------
+
+
+def batch_limit(env_id: str, num_sims: int, horizon: int, threads: int) -> float:
+    """Env steps per second of ``mujoco.batch.Batch``, open loop, on ``threads`` threads."""
+    import mujoco.batch
+
+    env = family_class(env_id)()
     model, frame_skip = env.model, env.frame_skip
+    rng = np.random.default_rng(0)
+    batch = mujoco.batch.Batch(model, num_sims, nthread=threads)
+    qpos, ctrl = batch.bind("qpos"), batch.bind("ctrl")
+    actions = rng.uniform(-1.0, 1.0, size=(64, num_sims, model.nu))
+    batch.reset()
+    qpos[:] = _start_states(env, num_sims, rng)
+    batch.forward()
+    start = time.perf_counter()
+    for t in range(horizon):
+        ctrl[:] = actions[t % 64]
+        batch.step(nstep=frame_skip)
+    return num_sims * horizon / (time.perf_counter() - start)
+
+
+def _loop(env_id: str, num_sims: int, horizon: int, barrier: Any, seed: int) -> float:
+    """Seconds to step ``num_sims`` MjData ``horizon`` times with random controls."""
+    env = family_class(env_id)()
+    model, frame_skip = env.model, env.frame_skip
+    contact = env.uses_contact_forces
     rng = np.random.default_rng(seed)
     datas = [mujoco.MjData(model) for _ in range(num_sims)]
-    for d in datas:
-        d.qpos[:] = env.init_qpos + rng.uniform(-0.1, 0.1, model.nq)
+    for d, q in zip(datas, _start_states(env, num_sims, rng), strict=True):
+        d.qpos[:] = q
         mujoco.mj_forward(model, d)
     ctrls = [d.ctrl for d in datas]
     actions = rng.uniform(-1.0, 1.0, size=(64, num_sims, model.nu))
@@ -66,23 +103,26 @@ def _bare_loop(num_sims: int, horizon: int, barrier: Any, seed: int) -> float:
         for k in range(num_sims):
             ctrls[k][:] = a[k]
             mujoco.mj_step(model, datas[k], nstep=frame_skip)
+            if contact:
+                mujoco.mj_rnePostConstraint(model, datas[k])
     return time.perf_counter() - start
 
 
-def _bare_worker(args: tuple[int, int, Any, int]) -> float:
-    return _bare_loop(*args)
+def _loop_worker(args: tuple[str, int, int, Any, int]) -> float:
+    return _loop(*args)
 
 
-def bare_limit(num_sims: int, horizon: int, cores: int) -> float:
-    """Env steps per second of the bare loop on ``cores`` processes (1: in process)."""
+def loop_limit(env_id: str, num_sims: int, horizon: int, cores: int) -> float:
+    """Env steps per second of the Python ``mj_step`` loop on ``cores`` processes."""
     if cores == 1:
-        return num_sims * horizon / _bare_loop(num_sims, horizon, None, 0)
+        return num_sims * horizon / _loop(env_id, num_sims, horizon, None, 0)
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         barrier = manager.Barrier(cores)
         shares = [num_sims * (c + 1) // cores - num_sims * c // cores for c in range(cores)]
+        jobs = [(env_id, s, horizon, barrier, c) for c, s in enumerate(shares)]
         with ctx.Pool(cores) as pool:
-            times = pool.map(_bare_worker, [(s, horizon, barrier, c) for c, s in enumerate(shares)])
+            times = pool.map(_loop_worker, jobs)
     return num_sims * horizon / max(times)
 
 
@@ -91,18 +131,19 @@ def bare_limit(num_sims: int, horizon: int, cores: int) -> float:
 
 def time_sampler(
     env_id: str,
-    obs_dim: int,
-    act_dim: int,
-    activation: str,
     tasks: int,
     episodes: int,
     horizon: int,
     backend: str,
     workers: int,
+    threads: int | None,
     repeats: int,
+    activation: str = "tanh",
 ) -> dict[str, float]:
     """Seconds of a whole sample call (median and best of ``repeats``, after a warm-up
     call) and env steps per second (from the median)."""
+    env = family_class(env_id)()
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(obs_dim, act_dim, (100, 100), activation)
     task_list = family_class(env_id).sample_tasks(tasks, np.random.default_rng(0))
@@ -112,22 +153,61 @@ def time_sampler(
         for k, v in policy.params().items()
     }
     with make_sampler(
-        env_id, policy, backend=backend, num_workers=workers, max_episode_steps=horizon
+        env_id,
+        policy,
+        backend=backend,
+        num_workers=workers,
+        max_episode_steps=horizon,
+        num_threads=threads,
     ) as sampler:
         sampler.sample(task_list, params, episodes, seed=0)  # warm-up: envs built, pages touched
-        times, steps = [], 0
+        times, steps = [], []
         for r in range(repeats):
             start = time.perf_counter()
             batch = sampler.sample(task_list, params, episodes, seed=r + 1)
             times.append(time.perf_counter() - start)
-            steps = batch.env_steps
+            steps.append(batch.env_steps)
     seconds = statistics.median(times)
     return {
         "seconds": seconds,
         "best_seconds": min(times),
-        "env_steps": steps,
-        "steps_per_s": steps / seconds,
+        "env_steps": statistics.median(steps),
+        "steps_per_s": statistics.median(s / t for s, t in zip(steps, times, strict=True)),
     }
+
+
+def measure_family(
+    name: str, env_id: str, size: tuple[int, int, int], cores: int, repeats: int
+) -> dict[str, Any]:
+    tasks, episodes, horizon = size
+    sims = tasks * episodes
+    print(f"{env_id}: {tasks} tasks × {episodes} episodes × {horizon} steps, {cores} cores")
+    out: dict[str, Any] = {"tasks": tasks, "episodes": episodes, "horizon": horizon}
+    native = native_batch_available()
+    if native:
+        out["batch_limit"] = batch_limit(env_id, sims, horizon, cores)
+        print(f"  batch limit (mujoco.batch, {cores} threads): {out['batch_limit']:>9,.0f} steps/s")
+    out["loop_limit"] = loop_limit(env_id, sims, horizon, cores)
+    print(f"  loop limit (mj_step loop, {cores} processes): {out['loop_limit']:>9,.0f} steps/s")
+    settings = [("sync", 1, cores), ("process", cores, 1)]
+    out["sampler"] = {}
+    for backend, workers, threads in settings:
+        r = time_sampler(env_id, tasks, episodes, horizon, backend, workers, threads, repeats)
+        key = f"{backend}-{workers}w-{threads}t"
+        out["sampler"][key] = r
+        ratios = f"{r['steps_per_s'] / out['loop_limit']:.2f} × loop"
+        if native:
+            ratios = f"{r['steps_per_s'] / out['batch_limit']:.2f} × batch, " + ratios
+        print(
+            f"  {key:>16}: {r['steps_per_s']:>9,.0f} steps/s ({r['seconds']:.2f} s per sample; "
+            f"{ratios})"
+        )
+    best = max(r["steps_per_s"] for r in out["sampler"].values())
+    out["ratio_vs_loop"] = best / out["loop_limit"]
+    if native:
+        out["ratio_vs_batch"] = best / out["batch_limit"]
+        print(f"  best sampler / batch limit: {out['ratio_vs_batch']:.2f} (target ≥ 0.9)")
+    return out
 
 
 def main() -> None:
@@ -135,88 +215,40 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per setting")
     parser.add_argument(
-        "--backends",
-        default="sync,process,ray",
-        help="comma-separated backends to time (ray is skipped if not installed)",
+        "--size", default=None, help="tasks,episodes,steps (default 40,20,200; --quick 8,5,50)"
     )
-    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument(
-        "--cheetah-size",
-        default=None,
-        help="HalfCheetahVel tasks,episodes,steps (default 40,20,200; --quick 8,5,50)",
+        "--families",
+        default=",".join(FAMILIES),
+        help=f"comma-separated, from {', '.join(FAMILIES)}",
     )
+    parser.add_argument("--cores", type=int, default=None, help="cores used (default: all)")
     args = parser.parse_args()
 
     repeats = args.repeats or (2 if args.quick else 3)
-    size = args.cheetah_size or ("8,5,50" if args.quick else "40,20,200")
-    c_tasks, c_eps, c_horizon = (int(v) for v in size.split(","))
-    n_tasks, n_eps, n_horizon = 20, 20, 100
-    backends = [b for b in args.backends.split(",") if b]
-    if "ray" in backends:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            print("ray not installed: skipping the ray backend")
-            backends.remove("ray")
-    worker_counts = [int(w) for w in args.workers.split(",")]
-    settings = [("sync", 1)] if "sync" in backends else []
-    settings += [(b, w) for b in backends if b != "sync" for w in worker_counts]
-
+    size_text = args.size or ("8,5,50" if args.quick else "40,20,200")
+    size = tuple(int(v) for v in size_text.split(","))
+    cores = args.cores or available_cores()
     result: dict[str, Any] = {
         "quick": args.quick,
+        "cores": cores,
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "mujoco": mujoco.__version__,
+        "native_batch": native_batch_available(),
+    }
+    for name in args.families.split(","):
+        result[name] = measure_family(name, FAMILIES[name], size, cores, repeats)  # type: ignore[arg-type]
+    result["batch_limit"] = {n: result[n].get("batch_limit") for n in args.families.split(",")}
+    result["ratio_vs_batch"] = {
+        n: result[n].get("ratio_vs_batch") for n in args.families.split(",")
     }
 
-    sims = c_tasks * c_eps
-    print(f"HalfCheetahVel: {c_tasks} tasks × {c_eps} episodes × {c_horizon} steps")
-    bare = {}
-    for cores in (1, 2):
-        bare[cores] = bare_limit(sims, c_horizon, cores)
-        print(f"  bare mj_step loop, {cores} core(s): {bare[cores]:>10,.0f} env steps/s")
-    cheetah: dict[str, Any] = {
-        "tasks": c_tasks,
-        "episodes": c_eps,
-        "horizon": c_horizon,
-        "bare_steps_per_s": {str(k): v for k, v in bare.items()},
-        "sampler": {},
-    }
-    for backend, workers in settings:
-        r = time_sampler(
-            CHEETAH, 17, 6, "tanh", c_tasks, c_eps, c_horizon, backend, workers, repeats
-        )
-        key = f"{backend}-{workers}"
-        cheetah["sampler"][key] = r
-        limit = bare[min(workers, 2)]
-        print(
-            f"  {key:>10}: {r['steps_per_s']:>10,.0f} env steps/s  ({r['seconds']:.2f} s per "
-            f"sample; {r['steps_per_s'] / limit:.2f} × bare {min(workers, 2)}-core)"
-        )
-    if "process-2" in cheetah["sampler"]:
-        cheetah["process2_over_bare2"] = cheetah["sampler"]["process-2"]["steps_per_s"] / bare[2]
-        print(f"  process-2 / bare 2-core: {cheetah['process2_over_bare2']:.2f} (target ≥ 0.8)")
-    result["halfcheetah_vel"] = cheetah
-
-    print(f"Navigation2D: {n_tasks} tasks × {n_eps} episodes × {n_horizon} steps")
-    nav: dict[str, Any] = {"tasks": n_tasks, "episodes": n_eps, "horizon": n_horizon}
-    nav["sampler"] = {}
-    for backend, workers in settings:
-        # The MAML paper's navigation policy (configs/navigation2d_trpo.yaml): 2×100 ReLU.
-        r = time_sampler(
-            NAV, 2, 2, "relu", n_tasks, n_eps, n_horizon, backend, workers, max(repeats, 5)
-        )
-        key = f"{backend}-{workers}"
-        nav["sampler"][key] = r
-        print(
-            f"  {key:>10}: {1e3 * r['seconds']:7.1f} ms per sample "
-            f"({r['steps_per_s']:>10,.0f} env steps/s)"
-        )
-    if "sync-1" in nav["sampler"]:
-        nav["sync_sample_ms"] = 1e3 * nav["sampler"]["sync-1"]["seconds"]
-        print(f"  sync sample: {nav['sync_sample_ms']:.1f} ms (target ≤ 50 ms)")
-    result["navigation2d"] = nav
+    print("Navigation2D: 20 tasks × 20 episodes × 100 steps, sync")
+    r = time_sampler(NAV, 20, 20, 100, "sync", 1, None, max(repeats, 5), activation="relu")
+    result["navigation2d"] = {"sync_sample_ms": 1e3 * r["seconds"], **r}
+    print(f"  {1e3 * r['seconds']:.1f} ms per sample (target ≤ 50 ms)")
     print(json.dumps(result))
 
 

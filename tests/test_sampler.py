@@ -334,7 +334,7 @@ def test_sync_batch_does_not_depend_on_the_thread_count(name: str, reference) ->
         case.env_id, policy, max_episode_steps=case.horizon, num_threads=2
     ) as sampler:
         assert_same(sampler.sample(case.tasks(), params, case.episodes, 7), reference(name))
-        env = sampler._engine._env  # type: ignore[attr-defined]
+        env = sampler._engine._envs[0]  # type: ignore[attr-defined]
         if native_batch_available():
             assert (env.stepper, env.num_threads) == ("native", 2)
 

@@ -21,7 +21,9 @@ The engine talks to its envs only through the batched-env contract
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import concurrent.futures
+from collections.abc import Generator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,22 +47,29 @@ class RolloutEngine:
         spec.ensure_registered()
         self.spec = spec
         self.policy = spec.policy
-        self._env: BatchedTaskEnv | None = None
+        self._envs: dict[int, BatchedTaskEnv] = {}  # by lane
+        # Two lanes only pay when the simulator has threads to spare for one lane
+        # while the other computes its actions.
+        self._overlap = (spec.num_threads or 1) >= 2 and bool(
+            getattr(spec.family_cls, "steps_release_the_gil", lambda: False)()
+        )
 
-    def _env_for(self, num_envs: int) -> BatchedTaskEnv:
-        if self._env is None or self._env.num_envs != num_envs:
-            if self._env is not None:
-                self._env.close()
+    def _env_for(self, num_envs: int, lane: int = 0) -> BatchedTaskEnv:
+        env = self._envs.get(lane)
+        if env is None or env.num_envs != num_envs:
+            if env is not None:
+                env.close()
             spec = self.spec
-            self._env = make_task_env(
+            env = make_task_env(
                 spec.env_id, num_envs, spec.horizon, spec.env_kwargs, spec.num_threads
             )
-        return self._env
+            self._envs[lane] = env
+        return env
 
     def close(self) -> None:
-        if self._env is not None:
-            self._env.close()
-            self._env = None
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
 
     def _draws(
         self, shard: Shard, request: SampleRequest, slot0: int, slots: int
@@ -82,6 +91,12 @@ class RolloutEngine:
     def run(self, shard: Shard, request: SampleRequest, out: Mapping[str, np.ndarray]) -> None:
         """Play every episode of ``shard`` and write it into ``out``.
 
+        When the family's batched env steps outside the GIL on several threads
+        (MuJoCo's batched simulator), the shard is played as two *lanes* (halves of its tasks, or of
+        its episodes): while one lane's envs step on the simulator's threads, the
+        policy is evaluated for the other. A lane is a shard of its own, so the batch
+        is the same as with one lane (see :mod:`maml_rl.samplers.layout`).
+
         Args:
             shard: which episodes.
             request: the sample call.
@@ -89,6 +104,40 @@ class RolloutEngine:
                 ``[n, T, m, ...]`` and ``final_observations [n, m, obs_dim]``; they are
                 zeroed first, so padding is zero.
         """
+        lanes = _halves(shard) if self._overlap else [shard]
+        if len(lanes) == 1:
+            play = self._play(shard, request, out, self._env_for(shard.num_envs))
+            step = next(play, None)
+            while step is not None:
+                step = _send(play, step[0].step(step[1]))
+            return
+        plays = [
+            self._play(lane, request, _sub_block(out, shard, lane), self._env_for(lane.num_envs, i))
+            for i, lane in enumerate(lanes)
+        ]
+        # Round robin: lane i's envs step in a helper thread (the simulator releases the
+        # GIL) while the next lane computes its actions; then they swap.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="maml-rl-env") as pool:
+
+            def submit(play: Generator[Any, Any, None], step: Any) -> Any:
+                return None if step is None else (play, pool.submit(step[0].step, step[1]))
+
+            pending = [submit(play, next(play, None)) for play in plays]
+            while any(p is not None for p in pending):
+                for i, entry in enumerate(pending):
+                    if entry is not None:
+                        play, future = entry
+                        pending[i] = submit(play, _send(play, future.result()))
+
+    def _play(
+        self,
+        shard: Shard,
+        request: SampleRequest,
+        out: Mapping[str, np.ndarray],
+        env: BatchedTaskEnv,
+    ) -> Generator[tuple[BatchedTaskEnv, np.ndarray], Any, None]:
+        """Play ``shard`` into ``out``; yields ``(env, actions)`` for each step and is sent
+        back ``env.step(actions)``."""
         spec, horizon = self.spec, self.spec.horizon
         n_all = request.num_tasks
         n, m, k_envs = shard.num_tasks, shard.num_episodes, shard.num_envs
@@ -112,7 +161,6 @@ class RolloutEngine:
         x = torch.zeros(slot1 - slot0, request.episodes_per_task, spec.obs_dim, dtype=spec.dtype)
         x_own = x.numpy()[own_t, own_e]
 
-        env = self._env_for(k_envs)
         env.set_tasks(
             [t for t in request.tasks[shard.task_start : shard.task_stop] for _ in range(m)]
         )
@@ -148,7 +196,7 @@ class RolloutEngine:
                     act[~running] = 0
                     lp = np.where(running, lp, 0.0)
 
-                obs, reward, terminated, truncated, _ = env.step(act)
+                obs, reward, terminated, truncated, _ = yield env, act
                 terminated = np.asarray(terminated, dtype=bool) & running
                 truncated = np.asarray(truncated, dtype=bool) & running
                 if t == horizon - 1:  # the sampler's horizon is the time limit
@@ -172,3 +220,38 @@ class RolloutEngine:
                     all_running = False
                     if not running.any():
                         break
+
+
+def _send(play: Generator[Any, Any, None], value: Any) -> Any:
+    """``play.send(value)``, or ``None`` once the generator is done."""
+    try:
+        return play.send(value)
+    except StopIteration:
+        return None
+
+
+def _halves(shard: Shard) -> list[Shard]:
+    """Two lanes of a shard: halves of its tasks, or of its episodes for one task."""
+    if shard.num_tasks >= 2:
+        mid = (shard.task_start + shard.task_stop) // 2
+        return [
+            Shard(shard.task_start, mid, shard.episode_start, shard.episode_stop),
+            Shard(mid, shard.task_stop, shard.episode_start, shard.episode_stop),
+        ]
+    if shard.num_episodes >= 2:
+        mid = (shard.episode_start + shard.episode_stop) // 2
+        return [
+            Shard(shard.task_start, shard.task_stop, shard.episode_start, mid),
+            Shard(shard.task_start, shard.task_stop, mid, shard.episode_stop),
+        ]
+    return [shard]
+
+
+def _sub_block(out: Mapping[str, np.ndarray], shard: Shard, lane: Shard) -> dict[str, np.ndarray]:
+    """``lane``'s part of ``shard``'s block ``out`` (views)."""
+    tasks = slice(lane.task_start - shard.task_start, lane.task_stop - shard.task_start)
+    eps = slice(lane.episode_start - shard.episode_start, lane.episode_stop - shard.episode_start)
+    return {
+        name: a[tasks, eps] if name == "final_observations" else a[tasks, :, eps]
+        for name, a in out.items()
+    }
