@@ -5,7 +5,7 @@ policy-gradient step on them, plays ``E`` new episodes, and so on ``K`` times
 (Finn et al., 2017, §5.3): the *adaptation curve*, the mean return after
 ``0, 1, …, K`` steps, with a 95 % confidence interval over tasks. The same is
 measured, on the same tasks and with the same episodes per step, for the MAML
-paper's baselines (:mod:`maml_rl.eval_baselines`)::
+paper's baselines::
 
     result = evaluate(["runs/Navigation2D-v0-maml_trpo-…"],
                       EvalSettings(adapt_steps=3, baselines=("random", "pretrained")))
@@ -816,7 +816,7 @@ def _pretrain(
 ) -> tuple[Policy, int]:
     """Train one policy by plain TRPO on the run's training tasks (the pretrained and
     oracle baselines); returns it and the env steps it used."""
-    from maml_rl.eval_baselines import MultiTaskTRPO
+    from maml_rl.agents.multitask_trpo import MultiTaskTRPO
 
     policy = _policy_like(config, seed_int(eval_seed_sequence(seed, stream)), env_id)
     t = config.trpo
@@ -991,7 +991,7 @@ def evaluate(
             }
             timing["pretrained"] = time.perf_counter() - t0
         if "oracle" in baselines:
-            from maml_rl.eval_baselines import oracle_env_id
+            from maml_rl.envs.oracle import oracle_env_id
 
             t0 = time.perf_counter()
             oracle_id = oracle_env_id(env_id)

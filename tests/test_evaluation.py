@@ -18,17 +18,12 @@ import numpy as np
 import pytest
 import torch
 
+from maml_rl.agents.multitask_trpo import MultiTaskTRPO
 from maml_rl.checkpoint import save_checkpoint
 from maml_rl.cli import main
 from maml_rl.config import Config, load_config
-from maml_rl.eval_baselines import (
-    MultiTaskTRPO,
-    TaskObservation,
-    oracle_env_id,
-    sb3_hyperparameters,
-    sb3_ppo_on_task,
-    task_vector,
-)
+from maml_rl.envs.oracle import TaskObservation, oracle_env_id, task_vector
+from maml_rl.eval_baselines import sb3_hyperparameters, sb3_ppo_on_task
 from maml_rl.evaluation import (
     EVAL_JSON,
     EvalSettings,
