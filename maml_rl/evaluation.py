@@ -107,6 +107,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from scipy import stats
 
 import maml_rl
 from maml_rl.agents.maml import TaskSamples, inner_step
@@ -142,7 +143,6 @@ __all__ = [
     "parse_fast_lr_schedule",
     "parse_multipliers",
     "step_learning_rates",
-    "t_quantile",
     "training_tasks",
     "write_outputs",
 ]
@@ -161,132 +161,14 @@ _TASKS, _ROLLOUTS, _RANDOM_INIT, _PRETRAINED, _ORACLE, _SB3 = range(6)
 # -- statistics --------------------------------------------------------------------------
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        m2 = 2 * m
-        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)),
-                    -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):  # fmt: skip
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < eps:
-            break
-    return h
-
-
-def _log_inv_beta(a: float, b: float) -> float:
-    """``log(1 / B(a, b)) = lgamma(a + b) − lgamma(a) − lgamma(b)``, accurate for large ``a``.
-
-    For ``max(a, b) ≥ 100`` the difference of two large ``lgamma`` values loses digits
-    (six of them at ``a = 10⁶``); Stirling's series for ``lgamma(big + small) −
-    lgamma(big)``, arranged without cancellation, keeps full precision there.
-    """
-    big, small = max(a, b), min(a, b)
-    if big < 100.0:
-        return math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    # lgamma(z) = (z − ½) log z − z + ½ log 2π + 1/(12 z) − 1/(360 z³) + O(z⁻⁵)
-    diff = (
-        (big - 0.5) * math.log1p(small / big)
-        + small * math.log(big + small)
-        - small
-        + (1.0 / (big + small) - 1.0 / big) / 12.0
-        - (1.0 / (big + small) ** 3 - 1.0 / big**3) / 360.0
-    )
-    return diff - math.lgamma(small)
-
-
-def _betainc(a: float, b: float, x: float, y: float) -> float:
-    """Regularised incomplete beta function ``I_x(a, b)``, given ``x`` and ``y = 1 − x``.
-
-    Both are passed so that neither is computed by a cancelling subtraction (the t
-    CDF at large ``df`` has ``x`` within 1e-9 of 1).
-    """
-    if x <= 0.0:
-        return 0.0
-    if y <= 0.0:
-        return 1.0
-    # log(x) as log1p(−y) when x is near 1 (and vice versa): no digits lost.
-    log_x = math.log1p(-y) if y < 0.5 else math.log(x)
-    log_y = math.log1p(-x) if x < 0.5 else math.log(y)
-    front = math.exp(_log_inv_beta(a, b) + a * log_x + b * log_y)
-    # The continued fraction converges fast for x < (a + 1) / (a + b + 2); use the
-    # symmetry I_x(a, b) = 1 − I_{1−x}(b, a) on the other side.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, y) / b
-
-
-def _t_cdf(t: float, df: float) -> float:
-    """CDF of Student's t distribution with ``df`` degrees of freedom."""
-    t2 = t * t
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t2), t2 / (df + t2))
-    return 1.0 - tail if t >= 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Quantile ``t_p`` of Student's t distribution (no SciPy needed).
-
-    Inverts the CDF (written with the regularised incomplete beta function) by
-    bisection to full double precision, e.g. ``t_quantile(0.975, 1) = 12.7062…``,
-    ``t_quantile(0.975, 10) = 2.2281…``.
-
-    Args:
-        p: probability in ``(0, 1)``.
-        df: degrees of freedom, ``> 0``.
-    """
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"p must be in (0, 1), got {p}")
-    if not df > 0:
-        raise ValueError(f"degrees of freedom must be > 0, got {df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    if df >= 1e4:
-        # The continued fraction converges in O(√df) terms; out here the expansion of t
-        # around the normal quantile (Abramowitz & Stegun 26.7.5) is exact to double
-        # precision instead.
-        z = _bisect(lambda x: 0.5 * math.erfc(-x / math.sqrt(2.0)), p)
-        z2 = z * z
-        g = [
-            z * (z2 + 1) / 4,
-            z * ((5 * z2 + 16) * z2 + 3) / 96,
-            z * (((3 * z2 + 19) * z2 + 17) * z2 - 15) / 384,
-            z * ((((79 * z2 + 776) * z2 + 1482) * z2 - 1920) * z2 - 945) / 92160,
-        ]
-        return z + sum(gi / df ** (i + 1) for i, gi in enumerate(g))
-    return _bisect(lambda t: _t_cdf(t, df), p)
-
-
-def _bisect(cdf: Callable[[float], float], p: float) -> float:
-    """The ``x ≥ 0`` with ``cdf(x) = p`` (``p ≥ ½``) for a continuous increasing CDF."""
-    lo, hi = 0.0, 1.0
-    while cdf(hi) < p:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        if cdf(mid) < p:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
 def mean_confidence_interval(
     values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
 ) -> tuple[float, float | None]:
     """Sample mean and the half-width of its two-sided t confidence interval.
 
     ``half = t_{(1 + confidence) / 2, n − 1} · s / √n`` with ``s`` the sample standard
-    deviation (``ddof = 1``).
+    deviation (``ddof = 1``) and ``t_{p, ν}`` the quantile of Student's t distribution
+    (``scipy.stats.t``).
 
     Args:
         values: ``n ≥ 1`` numbers.
@@ -295,6 +177,8 @@ def mean_confidence_interval(
     Returns:
         ``(mean, half_width)``; ``half_width`` is ``None`` for a single value.
     """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     if x.size == 0:
         raise ValueError("mean_confidence_interval needs at least one value")
@@ -302,7 +186,7 @@ def mean_confidence_interval(
     if x.size == 1:
         return mean, None
     sem = float(x.std(ddof=1)) / math.sqrt(x.size)
-    return mean, t_quantile(0.5 + confidence / 2.0, x.size - 1) * sem
+    return mean, float(stats.t.ppf(0.5 + confidence / 2.0, x.size - 1)) * sem
 
 
 # -- user input ------------------------------------------------------------------------------
