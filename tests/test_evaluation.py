@@ -23,7 +23,6 @@ from maml_rl.checkpoint import save_checkpoint
 from maml_rl.cli import main
 from maml_rl.config import Config, load_config
 from maml_rl.envs.oracle import TaskObservation, oracle_env_id, task_vector
-from maml_rl.eval_baselines import sb3_hyperparameters, sb3_ppo_on_task
 from maml_rl.evaluation import (
     EVAL_JSON,
     EvalSettings,
@@ -39,8 +38,9 @@ from maml_rl.evaluation import (
     step_learning_rates,
     training_tasks,
 )
+from maml_rl.evaluation.plot import plot_comparison
+from maml_rl.evaluation.sb3 import sb3_hyperparameters, sb3_ppo_on_task
 from maml_rl.factories import build_policy
-from maml_rl.plotting import plot_comparison
 from maml_rl.samplers import make_sampler
 from maml_rl.tasks import family_class, make_family, unwrap_family
 from maml_rl.trainer import Trainer

@@ -1,10 +1,9 @@
-"""Stable-Baselines3 PPO from scratch on one task: the MAML paper's *sb3_ppo* baseline.
+"""Stable-Baselines3 PPO from scratch on one task: the *sb3_ppo* baseline's learner.
 
 How much standard RL it takes to match a few adaptation steps: PPO trained from
-scratch on each held-out task with the env-step budget the adaptation used (and
-multiples of it). The evaluation protocol itself (tasks, seeds, budgets, statistics)
-lives in :mod:`maml_rl.evaluation`; the oracle family in :mod:`maml_rl.envs.oracle`
-and the multi-task TRPO learner in :mod:`maml_rl.agents.multitask_trpo`.
+scratch on one task with a budget of env steps, then scored on episodes with
+stochastic actions as the MAML policies are. The budgets, tasks and seeds are the
+baseline runner's (:mod:`maml_rl.evaluation.baselines`).
 """
 
 from __future__ import annotations
@@ -20,9 +19,6 @@ import torch
 from maml_rl.tasks import Task, unwrap_family
 
 __all__ = ["SB3Result", "sb3_hyperparameters", "sb3_ppo_on_task"]
-
-
-# -- Stable-Baselines3 PPO from scratch on one task ---------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
