@@ -49,8 +49,9 @@ differences less noisy.
 are described in :mod:`maml_rl.evaluation.baselines`.
 
 The package, one job a module: :mod:`~maml_rl.evaluation.protocol` (settings, runs,
-held-out tasks, step sizes, seeds, samplers), :mod:`~maml_rl.evaluation.curve` (the
-adaptation curve), :mod:`~maml_rl.evaluation.stats` (confidence intervals),
+held-out tasks, step sizes, seeds), :mod:`~maml_rl.evaluation.curve` (the adaptation
+curve and the samplers it is measured with), :mod:`~maml_rl.evaluation.stats`
+(confidence intervals),
 :mod:`~maml_rl.evaluation.baselines` (the baseline registry and its runners),
 :mod:`~maml_rl.evaluation.sb3` (Stable-Baselines3 PPO), :mod:`~maml_rl.evaluation.report`
 (``eval.json``, TensorBoard, the summary) and :mod:`~maml_rl.evaluation.plot` (figures).
@@ -70,9 +71,8 @@ from maml_rl.evaluation.baselines import (
     parse_baselines,
     register_baseline,
 )
-from maml_rl.evaluation.curve import Curve, adapt, adaptation_curve
+from maml_rl.evaluation.curve import Curve, EvalSamplers, adapt, adaptation_curve
 from maml_rl.evaluation.protocol import (
-    EvalSamplers,
     EvalSettings,
     LoadedRun,
     TaskSet,
@@ -184,7 +184,7 @@ def evaluate(
     timing: dict[str, float] = {}
     run_entries: list[RunEntry] = []
     baseline_entries: dict[str, BaselineEntry] = {}
-    with EvalSamplers(settings) as samplers:
+    with EvalSamplers(settings.sampler, settings.num_workers) as samplers:
         ctx = EvalContext(
             settings=settings, config=first, env_id=env_id, tasks=task_set.tasks,
             episodes=episodes, fast_lrs=step_learning_rates(schedule, settings.adapt_steps),

@@ -48,13 +48,12 @@ import numpy as np
 from maml_rl.agents.multitask_trpo import MultiTaskTRPO
 from maml_rl.agents.policies import Policy
 from maml_rl.config import Config
-from maml_rl.evaluation.curve import Curve, Progress, adaptation_curve
+from maml_rl.evaluation.curve import Curve, EvalSamplers, Progress, adaptation_curve
 from maml_rl.evaluation.protocol import (
     ORACLE_STREAM,
     PRETRAINED_STREAM,
     RANDOM_INIT_STREAM,
     SB3_STREAM,
-    EvalSamplers,
     EvalSettings,
     training_task_batches,
 )

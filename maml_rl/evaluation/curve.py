@@ -1,9 +1,11 @@
-"""The adaptation curve: sample, adapt, sample again, from a policy's own parameters."""
+"""The adaptation curve: sample, adapt, sample again, from a policy's own parameters; the
+samplers and progress bars of an evaluation."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,12 +13,13 @@ import torch
 from maml_rl.agents.maml import TaskSamples, inner_step
 from maml_rl.agents.policies import Params, Policy
 from maml_rl.batch import EpisodeBatch
+from maml_rl.config import Config
 from maml_rl.evaluation.report import CurveEntry
 from maml_rl.evaluation.stats import CONFIDENCE, mean_confidence_interval
-from maml_rl.samplers import Sampler
+from maml_rl.samplers import Sampler, make_sampler
 from maml_rl.tasks import Task
 
-__all__ = ["Curve", "Progress", "adapt", "adaptation_curve"]
+__all__ = ["Curve", "EvalSamplers", "Progress", "adapt", "adaptation_curve"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +146,54 @@ class Progress:
             self._bar.close()
 
     def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EvalSamplers:
+    """The samplers of one evaluation, shared by every method with the same env and policy
+    architecture (parameters travel with each sample call), so that ``process``/``ray``
+    workers start once rather than once per method.
+
+    Args:
+        backend: the sampler backend (``None``: each run's own).
+        num_workers: its workers (``None``: each run's own).
+    """
+
+    def __init__(self, backend: str | None = None, num_workers: int | None = None) -> None:
+        self._backend = backend
+        self._num_workers = num_workers
+        self._samplers: dict[tuple[Any, ...], Sampler] = {}
+
+    def get(self, config: Config, policy: Policy, env_id: str | None = None) -> Sampler:
+        """The sampler of ``policy``'s architecture in ``env_id`` (default: the config's)."""
+        env_id = env_id or config.env.id
+        s = config.sampler
+        backend = self._backend or s.backend
+        workers = self._num_workers or s.num_workers
+        # Everything that shapes the rollout besides the parameters' values.
+        key = (env_id, type(policy), config.policy.hidden_sizes, config.policy.activation,
+               backend, workers, repr(config.env.kwargs), config.env.max_episode_steps)  # fmt: skip
+        if key not in self._samplers:
+            self._samplers[key] = make_sampler(
+                env_id,
+                policy,
+                backend=backend,
+                num_workers=workers,
+                ray_address=s.ray_address if backend == "ray" else None,
+                env_kwargs=dict(config.env.kwargs),
+                max_episode_steps=config.env.max_episode_steps,
+            )
+        return self._samplers[key]
+
+    def close(self) -> None:
+        for sampler in self._samplers.values():
+            sampler.close()
+        self._samplers.clear()
+
+    def __enter__(self) -> EvalSamplers:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,4 +1,4 @@
-"""The evaluation protocol: settings, runs, held-out tasks, step sizes, seeds, samplers.
+"""The evaluation protocol: settings, runs, held-out tasks, step sizes and seeds.
 
 The rules themselves (which tasks, which step sizes, which seeds) are stated in
 :mod:`maml_rl.evaluation`; this module implements them.
@@ -21,12 +21,10 @@ from maml_rl.checkpoint import checkpoint_path, load_checkpoint
 from maml_rl.config import Config, config_from_dict
 from maml_rl.evaluation.report import TaskSetEntry, run_label
 from maml_rl.factories import build_policy
-from maml_rl.samplers import Sampler, make_sampler
 from maml_rl.seeding import eval_seed_sequence, iteration_seeds, seed_int
 from maml_rl.tasks import Task, TaskFamily, family_class
 
 __all__ = [
-    "EvalSamplers",
     "EvalSettings",
     "LoadedRun",
     "TaskSet",
@@ -397,48 +395,3 @@ def held_out_tasks(env_id: str, num_tasks: int, seed: int, exclude: Iterable[Tas
         training_tasks_checked=len(excluded),
         redrawn=redrawn,
     )
-
-
-# -- samplers --------------------------------------------------------------------------------
-
-
-class EvalSamplers:
-    """The samplers of one evaluation, shared by every method with the same env and policy
-    architecture (parameters travel with each sample call), so that ``process``/``ray``
-    workers start once rather than once per method. The backend and worker count are the
-    run's unless the settings override them."""
-
-    def __init__(self, settings: EvalSettings) -> None:
-        self._settings = settings
-        self._samplers: dict[tuple[Any, ...], Sampler] = {}
-
-    def get(self, config: Config, policy: Policy, env_id: str | None = None) -> Sampler:
-        env_id = env_id or config.env.id
-        s = config.sampler
-        backend = self._settings.sampler or s.backend
-        workers = self._settings.num_workers or s.num_workers
-        # Everything that shapes the rollout besides the parameters' values.
-        key = (env_id, type(policy), config.policy.hidden_sizes, config.policy.activation,
-               backend, workers, repr(config.env.kwargs), config.env.max_episode_steps)  # fmt: skip
-        if key not in self._samplers:
-            self._samplers[key] = make_sampler(
-                env_id,
-                policy,
-                backend=backend,
-                num_workers=workers,
-                ray_address=s.ray_address if backend == "ray" else None,
-                env_kwargs=dict(config.env.kwargs),
-                max_episode_steps=config.env.max_episode_steps,
-            )
-        return self._samplers[key]
-
-    def close(self) -> None:
-        for sampler in self._samplers.values():
-            sampler.close()
-        self._samplers.clear()
-
-    def __enter__(self) -> EvalSamplers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
