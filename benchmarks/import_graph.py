@@ -12,7 +12,8 @@ Read from the source with :mod:`ast`, nothing is imported. Layers, bottom up:
 * **envs** (``maml_rl.envs``) and **agents** (``maml_rl.agents``) — import the core and
   their own package only;
 * **orchestration** — ``config`` (the run's config, assembled from the agents' sections),
-  ``factories``, ``trainer``, ``evaluation``, ``cli``: tie the three together.
+  ``factories``, ``trainer``, the ``evaluation`` package (protocol, curve, statistics,
+  baseline registry, SB3, report, plot), ``cli``: tie the three together.
 
 Rules checked: the core imports no env, agent or orchestration module; envs and agents
 import no orchestration module and not each other; no cycle among module-level imports.

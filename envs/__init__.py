@@ -3,7 +3,8 @@
 Importing this package registers every built-in family under the ``MetaRL``
 namespace (``gymnasium.make("MetaRL/Navigation2D-v0")``; ``maml-rl envs`` lists
 them). Each MuJoCo family also offers ``make_batched(num_envs)``, a natively
-batched version that reproduces the single env bitwise.
+batched version that reproduces the single env bitwise. :mod:`maml_rl.envs.oracle`
+registers, on demand, the *oracle* twin of a family, which also observes its task.
 """
 
 import importlib.util as _ilu

@@ -1,4 +1,5 @@
-"""Shared test fixtures: the presets, tiny run sizes, a small Gaussian policy, the CLI.
+"""Shared test fixtures: the presets, tiny run sizes, a small Gaussian policy, the CLI, a
+tiny trained run for the evaluation tests.
 
 Imported by the test modules as ``from conftest import ...`` (pytest puts ``tests/`` on
 ``sys.path``). Tests marked ``slow`` start processes (``process``/Ray workers, the CLI in a
@@ -15,12 +16,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from maml_rl.agents.maml import MAMLConfig
 from maml_rl.agents.maml_ppo import MAMLPPO, PPOConfig
 from maml_rl.agents.maml_trpo import MAMLTRPO, TRPOConfig
 from maml_rl.agents.policies import GaussianMLPPolicy, Policy
+from maml_rl.checkpoint import save_checkpoint
+from maml_rl.config import Config, load_config
+from maml_rl.evaluation import EvalSettings
+from maml_rl.factories import build_policy
+from maml_rl.trainer import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = sorted(CONFIGS.glob("*.yaml"))
@@ -86,3 +93,55 @@ def ppo_agent(policy: Policy, **kwargs: Any) -> MAMLPPO:
     """``MAMLPPO`` from flat settings (see :func:`agent_configs`)."""
     maml, ppo, device = agent_configs(PPOConfig, kwargs)
     return MAMLPPO(policy, maml, ppo, device=device)
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+NAV = "MetaRL/Navigation2D-v0"
+EVAL_HORIZON = 10
+#: The evaluation tests' runs: 10-step episodes, 3 tasks × 2 episodes, 2 iterations.
+EVAL_TINY = [
+    f"env.max_episode_steps={EVAL_HORIZON}",
+    "maml.meta_batch_size=3",
+    "maml.fast_batch_size=2",
+    "policy.hidden_sizes=[8, 8]",
+    "trpo.cg_iters=3",
+    "num_batches=2",
+    "checkpoint_every=0",
+]
+
+
+def tiny_eval_config(tmp: Path, **overrides: Any) -> Config:
+    """The config of :func:`tiny_run` (run folder ``tmp/tiny``), with ``overrides``."""
+    return load_config(None, [*EVAL_TINY, f"logdir={tmp}", "run_name=tiny"]).replace(overrides)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (tiny) MAML-TRPO run trained for 2 iterations by the trainer."""
+    config = tiny_eval_config(tmp_path_factory.mktemp("runs"))
+    trainer = Trainer(config, console=False)
+    trainer.train()
+    return trainer.run_dir
+
+
+def quick_eval(**kwargs: Any) -> EvalSettings:
+    """Evaluation settings of a few seconds: 3 tasks, 2 steps, 2 episodes per step."""
+    base: dict[str, Any] = dict(num_tasks=3, adapt_steps=2, episodes_per_step=2, progress=False)
+    return EvalSettings(**{**base, **kwargs})
+
+
+def hand_saved_run(folder: Path, config: Config) -> Path:
+    """A checkpoint of an untrained policy, written with the checkpoint module."""
+    state = {
+        "format_version": 1,
+        "iteration": 1,
+        "env_steps": 10,
+        "config": config.to_dict(),
+        "policy": build_policy(config).state_dict(),
+        "agent": {},
+        "rng": {"seed": config.seed, "torch": torch.get_rng_state()},
+    }
+    folder.mkdir(parents=True)
+    save_checkpoint(folder / "checkpoint.pt", state)
+    return folder

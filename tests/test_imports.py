@@ -1,10 +1,12 @@
-"""Imports flow one way: the core loads no task family and no MuJoCo."""
+"""Imports flow one way: the core loads no task family and no MuJoCo, and no module
+imports across the layers (``benchmarks/import_graph.py``)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,7 @@ CORE_MODULES = [
     "maml_rl.config",
     "maml_rl.trainer",
     "maml_rl.cli",
+    "maml_rl.evaluation",
 ]
 
 
@@ -62,3 +65,13 @@ def test_families_register_when_maml_rl_envs_is_imported() -> None:
 def test_family_ids_registers_the_builtin_families() -> None:
     out = _fresh_interpreter("from maml_rl.tasks import family_ids; print(len(family_ids()))")
     assert int(out) >= 10
+
+
+def test_imports_flow_one_way() -> None:
+    """``benchmarks/import_graph.py --check``: envs and agents import only the core, the core
+    imports neither them nor the orchestration, and no module-level imports form a cycle."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "import_graph.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.rstrip().endswith("0 violation(s)"), done.stdout

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from maml_rl.evaluation.report import load_eval
+
 __all__ = ["merge_evaluations", "plot_adaptation", "plot_comparison"]
 
 # Baselines drawn in fixed colours and styles, so figures are comparable.
@@ -72,6 +74,12 @@ def plot_adaptation(data: Mapping[str, Any], path: str | Path, title: str | None
         (baselines[name]["curve"], name, style)
         for name, style in _BASELINE_STYLE.items()
         if name in baselines
+    ]
+    # Baselines registered beyond the paper's, in grey shades after them.
+    others = [n for n, b in baselines.items() if "curve" in b and n not in _BASELINE_STYLE]
+    series += [
+        (baselines[name]["curve"], name, {"color": str(0.2 + 0.5 * j / max(1, len(others)))})
+        for j, name in enumerate(others)
     ]
     width = min(0.3, 0.06 * (len(series) - 1))
     for i, (curve, label, style) in enumerate(series):
@@ -163,7 +171,5 @@ def plot_comparison(
     evaluations: Sequence[Mapping[str, Any] | str | Path], path: str | Path
 ) -> Path:
     """Several evaluations (dicts, ``eval.json`` files or their folders) on one figure."""
-    from maml_rl.evaluation import load_eval
-
     datas = [e if isinstance(e, Mapping) else load_eval(e) for e in evaluations]
     return plot_adaptation(merge_evaluations(datas), path)

@@ -1,0 +1,115 @@
+"""Plain (non-meta) TRPO for one policy shared by many tasks.
+
+The learner of the MAML paper's *pretrained* and *oracle* baselines (see
+:mod:`maml_rl.evaluation.baselines`): one policy trained on the training tasks,
+resampled every iteration, with no adaptation in the loop. The step is
+:func:`maml_rl.optim.trust_region_step`, as in MAML-TRPO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch.distributions import kl_divergence
+
+from maml_rl.agents.maml import TaskSamples, detach_distribution
+from maml_rl.agents.policies import Policy
+from maml_rl.batch import EpisodeBatch
+from maml_rl.optim import flatten, trust_region_step
+
+__all__ = ["MultiTaskTRPO"]
+
+
+class MultiTaskTRPO:
+    """TRPO for one policy shared by many tasks, without adaptation.
+
+    The pretrained and oracle baselines: every iteration the caller samples fresh
+    training tasks, plays the *shared* parameters ``θ`` on all of them, and calls
+    :meth:`step`. The surrogate and the KL are averaged over tasks exactly as in
+    MAML-TRPO's outer step (per-task masked means), with ``θ`` in place of the
+    adapted ``θ'_i``; the same linear baseline and advantage normalisation are used.
+
+    Args:
+        policy: the policy; :meth:`step` updates its parameters in place.
+        gamma: discount factor.
+        gae_lambda: GAE ``λ``.
+        max_kl: trust-region radius on the mean KL.
+        cg_iters: conjugate-gradient iterations.
+        cg_damping: damping added to the Fisher-vector products.
+        ls_max_steps: backtracking line-search candidates.
+        ls_backtrack_ratio: step shrink factor per candidate.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        max_kl: float = 0.01,
+        cg_iters: int = 10,
+        cg_damping: float = 1e-5,
+        ls_max_steps: int = 15,
+        ls_backtrack_ratio: float = 0.8,
+    ) -> None:
+        self.policy = policy
+        self.gamma = gamma
+        self.gae_lambda = gae_lambda
+        self.max_kl = max_kl
+        self.cg_iters = cg_iters
+        self.cg_damping = cg_damping
+        self.ls_max_steps = ls_max_steps
+        self.ls_backtrack_ratio = ls_backtrack_ratio
+
+    def step(self, batch: EpisodeBatch) -> dict[str, float]:
+        """One TRPO update on ``batch`` (sampled with the policy's own parameters).
+
+        Returns:
+            ``train/surrogate_loss`` (before), ``train/surrogate_loss_after``,
+            ``train/kl`` (of the applied step; 0 if none), ``train/line_search_steps``,
+            ``train/step_accepted`` (1/0), ``train/grad_norm``.
+        """
+        dtype = next(self.policy.parameters()).dtype
+        samples = TaskSamples.from_batch(batch, self.gamma, self.gae_lambda, dtype=dtype)
+        theta = dict(self.policy.named_parameters())
+        params = list(theta.values())
+
+        # θ is shared by every task, so the policy runs unstacked on [N, M, obs_dim]: one
+        # plain matmul per layer for all tasks.
+        def surrogate(p: Mapping[str, torch.Tensor], old_lp: torch.Tensor) -> torch.Tensor:
+            dist = self.policy(samples.observations, p)
+            ratio = torch.exp(dist.log_prob(samples.actions) - old_lp)
+            return -(ratio * samples.advantages * samples.weights).sum(1).mean()
+
+        with torch.enable_grad():
+            dist = self.policy(samples.observations, theta)
+            old_lp = dist.log_prob(samples.actions).detach()
+            old_dist = detach_distribution(dist)
+            loss = surrogate(theta, old_lp)
+            g = flatten(torch.autograd.grad(loss, params))
+            kl = (kl_divergence(old_dist, dist) * samples.weights).sum(1).mean()
+            grad_kl = flatten(torch.autograd.grad(kl, params, create_graph=True))
+
+        def fisher_vector(v: torch.Tensor) -> torch.Tensor:
+            return flatten(torch.autograd.grad(grad_kl, params, grad_outputs=v, retain_graph=True))
+
+        def evaluate(cand: Mapping[str, torch.Tensor]) -> tuple[float, float]:
+            with torch.no_grad():
+                new_dist = self.policy(samples.observations, cand)
+                kl_c = (kl_divergence(old_dist, new_dist) * samples.weights).sum(1).mean()
+                return surrogate(cand, old_lp).item(), kl_c.item()
+
+        result = trust_region_step(
+            theta, loss.item(), g, fisher_vector, evaluate, max_kl=self.max_kl,
+            damping=self.cg_damping, cg_iters=self.cg_iters, ls_max_steps=self.ls_max_steps,
+            ls_backtrack_ratio=self.ls_backtrack_ratio,
+        )  # fmt: skip
+        return {
+            "train/surrogate_loss": loss.item(),
+            "train/grad_norm": result.grad_norm,
+            "train/surrogate_loss_after": result.loss,
+            "train/kl": result.kl,
+            "train/line_search_steps": float(result.line_search_steps),
+            "train/step_accepted": float(result.accepted),
+        }
