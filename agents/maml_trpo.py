@@ -45,7 +45,7 @@ from maml_rl.batch import EpisodeBatch
 from maml_rl.optim import trust_region_step
 from maml_rl.validation import Validated, bounded
 
-__all__ = ["MAMLTRPO", "TRPOConfig"]
+__all__ = ["MAMLTRPO", "TRPOConfig", "native_bfloat16"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +77,29 @@ class TRPOConfig(Validated):
     """Fraction of the tasks whose KL curvature the Hessian-vector products use (1.0:
     all; smaller is proportionally cheaper and unbiased, as rllab's ``subsample_factor``)."""
 
-    hvp_dtype: Literal["float32", "bfloat16"] = "float32"
+    hvp_dtype: Literal["float32", "bfloat16", "auto"] = "float32"
     """Floating-point type of the Hessian-vector products: ``bfloat16`` computes them
     from bfloat16 copies of the cached activations (fast on CPUs with AVX-512 BF16 or AMX
     and on GPUs, slow on other CPUs); the gradient and the line search stay float32. Needs a
     Gaussian MLP policy, the ``reinforce`` inner objective and ``hvp`` other than
-    ``exact``."""
+    ``exact``. ``auto``: bfloat16 where it is native (a CUDA device with bfloat16, a CPU
+    with AVX-512 BF16 or AMX) and the hand-derived products apply, float32 otherwise."""
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether bfloat16 products are native on ``device``: a CUDA device that supports
+    bfloat16, or a CPU with AVX-512 BF16 or AMX (read from ``/proc/cpuinfo``; other
+    systems: no)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class MAMLTRPO(InnerLoop):
@@ -115,15 +132,20 @@ class MAMLTRPO(InnerLoop):
     ) -> None:
         super().__init__(policy, maml or MAMLConfig(), device)
         self.trpo = trpo or TRPOConfig()
+        auto = self.trpo.hvp_dtype == "auto"
         settings = LinearizerSettings(
             fast_lr=self.maml.fast_lr,
             first_order=self.maml.first_order,
             inner_objective=self.maml.inner_objective,
             hvp=self.trpo.hvp,
             hvp_subsample=self.trpo.hvp_subsample,
-            hvp_dtype=self.trpo.hvp_dtype,
+            hvp_dtype="float32" if auto else self.trpo.hvp_dtype,
         )
         hand_derived = GaussianMLPLinearizer.applies(self.policy, settings)
+        if auto and hand_derived and native_bfloat16(self.device):
+            settings = dataclasses.replace(settings, hvp_dtype="bfloat16")
+        #: The products' floating-point type in use (``trpo.hvp_dtype`` with ``auto`` resolved).
+        self.hvp_dtype = settings.hvp_dtype
         linearizer = GaussianMLPLinearizer if hand_derived else AutogradLinearizer
         self.linearizer: Linearizer = linearizer(self.policy, settings)
 

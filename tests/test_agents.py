@@ -570,3 +570,41 @@ def test_inner_step_from_detached_params_gives_gradient() -> None:
         step = inner_step(policy, detached, samples, 0.1, second_order=True, keep_graph=False)
     assert all(torch.isfinite(v).all() and not v.requires_grad for v in step.params_out.values())
     assert any((step.params_out[k] - detached[k]).abs().sum() > 0 for k in detached)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_hvp_dtype_auto_takes_bfloat16_only_where_it_is_native(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import maml_rl.agents.maml_trpo as maml_trpo
+
+    monkeypatch.setattr(maml_trpo, "native_bfloat16", lambda device: native)
+    agent = make_agent(make_policy(), hvp_dtype="auto")
+    assert agent.hvp_dtype == ("bfloat16" if native else "float32")
+    assert agent.linearizer.settings.hvp_dtype == agent.hvp_dtype
+    # Where the hand-derived products do not apply, auto is float32, never an error.
+    for kwargs in ({"hvp": "exact"}, {"inner_objective": "lvc"}):
+        assert make_agent(make_policy(), hvp_dtype="auto", **kwargs).hvp_dtype == "float32"
+    # float32 and bfloat16 are taken as given.
+    assert make_agent(make_policy(), hvp_dtype="float32").hvp_dtype == "float32"
+    assert make_agent(make_policy(), hvp_dtype="bfloat16").hvp_dtype == "bfloat16"
+
+
+def test_native_bfloat16_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import builtins
+
+    from maml_rl.agents.maml_trpo import native_bfloat16
+
+    real_open = builtins.open
+    for flags, expected in (("fpu avx512f avx512_bf16", True), ("fpu amx_bf16", True),
+                            ("fpu avx2 avx512f", False)):  # fmt: skip
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"flags\t\t: {flags}\n")
+
+        def fake_open(path, *args, _info=info, **kwargs):
+            return real_open(_info if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", fake_open)
+        assert native_bfloat16(torch.device("cpu")) is expected
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert native_bfloat16(torch.device("meta")) is False

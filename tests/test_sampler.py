@@ -333,7 +333,10 @@ def test_sync_batch_does_not_depend_on_the_thread_count(name: str, reference) ->
     with make_sampler(
         case.env_id, policy, max_episode_steps=case.horizon, num_threads=2
     ) as sampler:
+        assert torch.is_grad_enabled()
         assert_same(sampler.sample(case.tasks(), params, case.episodes, 7), reference(name))
+        # The lanes' generators leave grad mode as they found it.
+        assert torch.is_grad_enabled()
         env = sampler._engine._envs[0]  # type: ignore[attr-defined]
         if native_batch_available():
             assert (env.stepper, env.num_threads) == ("native", 2)

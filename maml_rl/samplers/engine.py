@@ -105,16 +105,28 @@ class RolloutEngine:
                 zeroed first, so padding is zero.
         """
         lanes = _halves(shard) if self._overlap else [shard]
-        if len(lanes) == 1:
-            play = self._play(shard, request, out, self._env_for(shard.num_envs))
-            step = next(play, None)
-            while step is not None:
-                step = _send(play, step[0].step(step[1]))
-            return
         plays = [
             self._play(lane, request, _sub_block(out, shard, lane), self._env_for(lane.num_envs, i))
             for i, lane in enumerate(lanes)
         ]
+        # Grad mode is set here, around every lane, not inside the generators: a context
+        # entered in one suspended generator and left in another would leave it wrong.
+        try:
+            with torch.no_grad():
+                self._drive(plays)
+        finally:
+            for play in plays:
+                play.close()
+
+    @staticmethod
+    def _drive(plays: list[Generator[Any, Any, None]]) -> None:
+        """Run the lanes' generators to the end, stepping their envs."""
+        if len(plays) == 1:
+            play = plays[0]
+            step = next(play, None)
+            while step is not None:
+                step = _send(play, step[0].step(step[1]))
+            return
         # Round robin: lane i's envs step in a helper thread (the simulator releases the
         # GIL) while the next lane computes its actions; then they swap.
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="maml-rl-env") as pool:
@@ -175,51 +187,50 @@ class RolloutEngine:
             out["truncated"],
             out["final_observations"],
         )
-        with torch.no_grad():
-            for t in range(horizon):
-                flat = np.array(obs, dtype=np.float32).reshape(k_envs, spec.obs_dim)
-                if not all_running:
-                    flat[~running] = 0.0
-                ob = flat.reshape(n, m, spec.obs_dim)
-                x_own[...] = ob
-                obs_out[:, t] = ob
+        for t in range(horizon):
+            flat = np.array(obs, dtype=np.float32).reshape(k_envs, spec.obs_dim)
+            if not all_running:
+                flat[~running] = 0.0
+            ob = flat.reshape(n, m, spec.obs_dim)
+            x_own[...] = ob
+            obs_out[:, t] = ob
 
-                dist = self.policy(x, params)
-                if spec.discrete:
-                    action = torch.argmax(dist.logits + noise[t], dim=-1)
-                else:
-                    action = dist.mean + dist.stddev * noise[t]
-                log_prob = dist.log_prob(action)
-                act = action.numpy()[own_t, own_e].reshape(k_envs, *action.shape[2:])
-                lp = log_prob.numpy()[own_t, own_e].reshape(k_envs)
-                if not all_running:
-                    act[~running] = 0
-                    lp = np.where(running, lp, 0.0)
+            dist = self.policy(x, params)
+            if spec.discrete:
+                action = torch.argmax(dist.logits + noise[t], dim=-1)
+            else:
+                action = dist.mean + dist.stddev * noise[t]
+            log_prob = dist.log_prob(action)
+            act = action.numpy()[own_t, own_e].reshape(k_envs, *action.shape[2:])
+            lp = log_prob.numpy()[own_t, own_e].reshape(k_envs)
+            if not all_running:
+                act[~running] = 0
+                lp = np.where(running, lp, 0.0)
 
-                obs, reward, terminated, truncated, _ = yield env, act
-                terminated = np.asarray(terminated, dtype=bool) & running
-                truncated = np.asarray(truncated, dtype=bool) & running
-                if t == horizon - 1:  # the sampler's horizon is the time limit
-                    truncated |= running & ~terminated
-                reward = np.asarray(reward, dtype=np.float32)
-                if not all_running:
-                    reward = np.where(running, reward, np.float32(0.0))
+            obs, reward, terminated, truncated, _ = yield env, act
+            terminated = np.asarray(terminated, dtype=bool) & running
+            truncated = np.asarray(truncated, dtype=bool) & running
+            if t == horizon - 1:  # the sampler's horizon is the time limit
+                truncated |= running & ~terminated
+            reward = np.asarray(reward, dtype=np.float32)
+            if not all_running:
+                reward = np.where(running, reward, np.float32(0.0))
 
-                act_out[:, t] = act.reshape(n, m, *act.shape[1:])
-                lp_out[:, t] = lp.reshape(n, m)
-                rew_out[:, t] = reward.reshape(n, m)
-                term_out[:, t] = terminated.reshape(n, m)
-                trunc_out[:, t] = truncated.reshape(n, m)
-                mask_out[:, t] = running.reshape(n, m)
+            act_out[:, t] = act.reshape(n, m, *act.shape[1:])
+            lp_out[:, t] = lp.reshape(n, m)
+            rew_out[:, t] = reward.reshape(n, m)
+            term_out[:, t] = terminated.reshape(n, m)
+            trunc_out[:, t] = truncated.reshape(n, m)
+            mask_out[:, t] = running.reshape(n, m)
 
-                ended = terminated | truncated
-                if ended.any():
-                    final = np.asarray(obs, dtype=np.float32).reshape(k_envs, spec.obs_dim)
-                    final_out[ended.reshape(n, m)] = final[ended]
-                    running &= ~ended
-                    all_running = False
-                    if not running.any():
-                        break
+            ended = terminated | truncated
+            if ended.any():
+                final = np.asarray(obs, dtype=np.float32).reshape(k_envs, spec.obs_dim)
+                final_out[ended.reshape(n, m)] = final[ended]
+                running &= ~ended
+                all_running = False
+                if not running.any():
+                    break
 
 
 def _send(play: Generator[Any, Any, None], value: Any) -> Any:
