@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import inspect
 import math
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,8 @@ __all__ = [
     "TaskFamily",
     "family_ids",
     "family_spec",
+    "import_families",
+    "import_family_module",
     "make_family",
     "register_family",
 ]
@@ -265,28 +268,97 @@ def family_ids() -> list[str]:
     return sorted(_FAMILIES)
 
 
+#: The protocol a task family's env class must offer (see the module docstring).
+PROTOCOL = ("sample_tasks", "set_task", "task")
+
+
+def import_family_module(env_id: str) -> str:
+    """Import the module of a module-qualified id and return the bare id.
+
+    ``"my_pkg.my_lab:MyLab/Reacher-v0"`` (Gymnasium's ``module:Id`` convention) imports
+    ``my_pkg.my_lab`` — which registers the family — and returns ``"MyLab/Reacher-v0"``;
+    an id without a module is returned as it is.
+
+    Raises:
+        ValueError: the module cannot be imported (one line: the module and the error).
+    """
+    if not isinstance(env_id, str):
+        raise ValueError(f"a task family id must be a string, got {type(env_id).__name__}")
+    if ":" not in env_id:
+        return env_id
+    module, _, bare = env_id.partition(":")
+    if not module or not bare:
+        raise ValueError(f"task family id {env_id!r} must look like 'package.module:NS/Name-vK'")
+    import_families(module, f"task family id {env_id!r}: ")
+    return bare
+
+
+def import_families(module: str, context: str = "") -> None:
+    """Import ``module`` (which registers task families); any error it raises becomes a
+    one-line ``ValueError`` prefixed with ``context``."""
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # the user's module: whatever it raises, in one line
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"{context}importing module {module!r} failed ({type(exc).__name__}: {detail}); "
+            "is it installed or on PYTHONPATH?"
+        ) from None
+
+
+def _adopt(env_id: str) -> None:
+    """Take a family registered with ``gymnasium.register`` (not :func:`register_family`)
+    into the task-family registry, if its env class is a :class:`TaskFamily`."""
+    if env_id in _FAMILIES or env_id not in gym.registry:
+        return
+    entry = gym.spec(env_id).entry_point
+    cls = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    if isinstance(cls, type) and issubclass(cls, TaskFamily):
+        _FAMILIES[env_id] = cls
+        return
+    name = getattr(cls, "__qualname__", repr(cls))
+    missing = [attr for attr in PROTOCOL if not hasattr(cls, attr)]
+    what = f"lacks {', '.join(missing)}" if missing else "is not a maml_rl.tasks.TaskFamily"
+    raise ValueError(
+        f"{env_id} is registered with Gymnasium but its env {name} {what}: a task family "
+        f"subclasses maml_rl.tasks.TaskFamily (task_cls, sample_tasks(n, rng), _apply_task); "
+        "see README, 'Plugging in a task family'"
+    )
+
+
 def family_spec(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The Gymnasium spec of a registered task family; unknown ids suggest the closest."""
+    """The Gymnasium spec of a registered task family; unknown ids suggest the closest.
+
+    ``env_id`` may carry the module that registers the family
+    (``"package.module:NS/Name-vK"``, see :func:`import_family_module`).
+    """
+    bare = import_family_module(env_id)
     ids = family_ids()
-    if env_id not in _FAMILIES:
-        close = difflib.get_close_matches(env_id, ids, n=1, cutoff=0.4)
+    _adopt(bare)
+    if bare not in _FAMILIES:
+        close = difflib.get_close_matches(bare, ids, n=1, cutoff=0.4)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown task family {env_id!r}{hint} (run `maml-rl envs` to list them)")
-    return gym.spec(env_id)
+        where = (
+            " (run `maml-rl envs` to list them)"
+            if ":" in env_id
+            else " (run `maml-rl envs` to list them; a family of your own module: "
+            "'package.module:NS/Name-vK')"
+        )
+        raise ValueError(f"unknown task family {env_id!r}{hint}{where}")
+    return gym.spec(bare)
 
 
 def family_class(env_id: str) -> type:
-    """The env class of a registered task family."""
-    family_spec(env_id)
-    return _FAMILIES[env_id]
+    """The env class of a registered task family (``env_id`` may carry its module)."""
+    return _FAMILIES[family_spec(env_id).id]
 
 
 def make_family(env_id: str, **kwargs: Any) -> gym.Env:
     """``gymnasium.make`` for a task family, with a clear error for an unknown id or an
     argument the family does not take (a typo in ``env.kwargs``)."""
-    family_spec(env_id)
+    spec = family_spec(env_id)
     check_family_kwargs(env_id, kwargs)
-    return gym.make(env_id, **kwargs)
+    return gym.make(spec.id, **kwargs)
 
 
 def check_family_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:

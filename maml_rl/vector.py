@@ -38,7 +38,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 
-from maml_rl.tasks import Task, family_class, unwrap_family
+from maml_rl.tasks import Task, family_class, family_spec, unwrap_family
 
 __all__ = ["BatchedTaskEnv", "TaskVectorEnv", "make_task_env"]
 
@@ -165,7 +165,7 @@ class TaskVectorEnv(BatchedTaskEnv):
         max_episode_steps: int | None = None,
         env_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        family_class(env_id)  # a clear error for an unknown id
+        env_id = family_spec(env_id).id  # a clear error for an unknown id; module imported
         if max_episode_steps is None:
             max_episode_steps = gym.spec(env_id).max_episode_steps
             if max_episode_steps is None:

@@ -1,0 +1,145 @@
+"""Task families from the user's own modules, by module-qualified id.
+
+* ``"package.module:NS/Name-vK"`` imports the module (which registers the family)
+  wherever the id is looked up — trainer, CLI, evaluation, worker processes;
+* a family registered with plain ``gymnasium.register`` is taken as it is when its env
+  subclasses ``TaskFamily``, and refused with a line naming what it lacks otherwise;
+* a module that does not import, an unknown id: one line;
+* ``examples/line_reacher.py`` trains and evaluates through the CLI, on worker
+  processes, and resumes from its stored config.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import yaml
+
+from maml_rl.tasks import family_class, family_ids, family_spec, make_family
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+MODULE = '''
+import gymnasium as gym
+import numpy as np
+from maml_rl.envs.navigation import Navigation2DEnv
+from maml_rl.tasks import register_family
+
+
+class MyNav(Navigation2DEnv):
+    """Navigation2D under another name."""
+
+
+class NotAFamily(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,))
+
+    def set_task(self, task):
+        pass
+
+
+register_family("PlugTest/MyNav-v0", MyNav)
+gym.register("PlugTest/GymRegistered-v0", entry_point=MyNav, max_episode_steps=7)
+gym.register("PlugTest/NotAFamily-v0", entry_point=NotAFamily, max_episode_steps=7)
+'''
+
+
+@pytest.fixture(scope="module")
+def plugin_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A module of the user's (not imported yet) that registers three envs."""
+    folder = tmp_path_factory.mktemp("plugins")
+    name = "maml_rl_test_plugin"
+    (folder / f"{name}.py").write_text(textwrap.dedent(MODULE))
+    (folder / "broken_plugin.py").write_text("raise RuntimeError('boom\\nsecond line')\n")
+    sys.path.insert(0, str(folder))
+    yield name
+    sys.path.remove(str(folder))
+
+
+def test_a_module_qualified_id_imports_its_module(plugin_module: str) -> None:
+    assert plugin_module not in sys.modules or "PlugTest/MyNav-v0" in family_ids()
+    spec = family_spec(f"{plugin_module}:PlugTest/MyNav-v0")
+    assert spec.id == "PlugTest/MyNav-v0" and plugin_module in sys.modules
+    cls = family_class(f"{plugin_module}:PlugTest/MyNav-v0")
+    assert cls.__name__ == "MyNav" and "PlugTest/MyNav-v0" in family_ids()
+    env = make_family(f"{plugin_module}:PlugTest/MyNav-v0")
+    env.unwrapped.set_task(cls.sample_tasks(1, np.random.default_rng(0))[0])
+    assert env.reset(seed=0)[0].shape == (2,)
+
+
+def test_a_family_registered_with_gymnasium_is_adopted(plugin_module: str) -> None:
+    cls = family_class(f"{plugin_module}:PlugTest/GymRegistered-v0")
+    assert cls.__name__ == "MyNav"
+    assert gym.spec("PlugTest/GymRegistered-v0").max_episode_steps == 7
+
+
+def _one_line(exc: pytest.ExceptionInfo[ValueError]) -> str:
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+def test_bad_modules_and_ids_are_one_line_errors(plugin_module: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        family_spec(f"{plugin_module}:PlugTest/NotAFamily-v0")
+    message = _one_line(exc)
+    assert "lacks sample_tasks, task" in message and "TaskFamily" in message
+    with pytest.raises(ValueError) as exc:
+        family_spec("no_such_module_xyz:PlugTest/MyNav-v0")
+    assert "importing module 'no_such_module_xyz' failed (ModuleNotFoundError" in _one_line(exc)
+    with pytest.raises(ValueError) as exc:
+        family_spec("broken_plugin:PlugTest/MyNav-v0")
+    assert "(RuntimeError: boom)" in _one_line(exc)
+    with pytest.raises(ValueError) as exc:
+        family_spec(f"{plugin_module}:PlugTest/MyNaw-v0")
+    assert "did you mean 'PlugTest/MyNav-v0'" in _one_line(exc)
+    with pytest.raises(ValueError) as exc:
+        family_spec("MyLab/Unregistered-v0")
+    assert "'package.module:NS/Name-vK'" in _one_line(exc)
+    with pytest.raises(ValueError) as exc:
+        family_spec(":MyLab/X-v0")
+    assert "must look like" in _one_line(exc)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["maml-rl", *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.mark.slow
+def test_the_example_family_trains_and_evaluates_through_the_cli(tmp_path: Path) -> None:
+    """The README's plug-in path, as a user runs it: the console script in the example's
+    folder (the working folder is importable, as with ``python -m``), process workers."""
+    env_id = "line_reacher:MyLab/LineReacher-v0"
+    listing = _cli("envs", "--import", "line_reacher", cwd=EXAMPLES)
+    assert listing.returncode == 0 and "MyLab/LineReacher-v0" in listing.stdout
+    tiny = ["maml.meta_batch_size=3", "maml.fast_batch_size=2", "policy.hidden_sizes=[8, 8]"]
+    train = _cli(
+        "train", f"env.id={env_id}", "--num-batches", "2", "--sampler", "process",
+        "--workers", "2", f"logdir={tmp_path}", "run_name=run", *tiny, cwd=EXAMPLES,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    run = tmp_path / "run"
+    assert yaml.safe_load((run / "config.yaml").read_text())["env"]["id"] == env_id
+    resumed = _cli("train", "--resume", str(run), "num_batches=3", cwd=EXAMPLES)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    evaluated = _cli(
+        "evaluate", str(run), "--adapt-steps", "1", "--num-tasks", "2",
+        "--out", str(tmp_path / "eval"), cwd=EXAMPLES,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (tmp_path / "eval" / "eval.json").is_file()
+    # Elsewhere the module is not importable: one line saying so.
+    elsewhere = _cli("train", "--resume", str(run), "num_batches=4", cwd=tmp_path)
+    assert elsewhere.returncode == 2
+    assert elsewhere.stderr.strip().count("\n") == 0
+    assert "importing module 'line_reacher' failed" in elsewhere.stderr
