@@ -42,6 +42,7 @@ __all__ = [
     "import_family_module",
     "make_family",
     "register_family",
+    "sample_training_tasks",
 ]
 
 #: Namespace under which the built-in families are registered.
@@ -174,6 +175,13 @@ class TaskFamily:
     :meth:`_apply_task` (react to a new task, e.g. store the goal). The initial
     task is ``default_task`` until :meth:`set_task` is called.
 
+    **Fixed task sets.** A benchmark that defines its tasks up front (Meta-World's
+    50 train / 50 test goal variations, PEARL-style suites) overrides
+    :meth:`train_tasks` and :meth:`test_tasks`: meta-training then draws each
+    iteration's tasks from the train set (:func:`sample_training_tasks`), and
+    ``maml-rl evaluate`` uses the test set. Without them, training draws from
+    :meth:`sample_tasks` and evaluation from a seed stream the trainer never uses.
+
     Optionally a family offers ``make_batched(num_envs)``: a natively batched
     implementation (:class:`maml_rl.vector.BatchedTaskEnv`) that the
     sampler picks automatically. It must give the same observations, rewards and
@@ -206,6 +214,16 @@ class TaskFamily:
     def sample_tasks(cls, n: int, rng: np.random.Generator) -> list[Task]:
         """Draw ``n`` tasks from the task distribution using ``rng`` only."""
         raise NotImplementedError
+
+    @classmethod
+    def train_tasks(cls) -> list[Task] | None:
+        """The family's fixed meta-training tasks, or ``None`` (draw from the distribution)."""
+        return None
+
+    @classmethod
+    def test_tasks(cls) -> list[Task] | None:
+        """The family's fixed test tasks, or ``None`` (evaluation draws held-out tasks)."""
+        return None
 
     @staticmethod
     def _check_sample_args(n: int, rng: Any) -> None:
@@ -388,6 +406,17 @@ def unwrap_family(env: gym.Env) -> TaskFamily:
     if not isinstance(inner, TaskFamily):
         raise ValueError(f"{inner!r} is not a task family")
     return inner
+
+
+def sample_training_tasks(family: Any, n: int, rng: np.random.Generator) -> list[Task]:
+    """``n`` meta-training tasks of ``family``: from its fixed train set when it has one
+    (without replacement, or with it when ``n`` exceeds the set), else
+    ``family.sample_tasks(n, rng)``."""
+    fixed = family.train_tasks() if hasattr(family, "train_tasks") else None
+    if not fixed:
+        return list(family.sample_tasks(n, rng))
+    picks = rng.choice(len(fixed), size=n, replace=n > len(fixed))
+    return [fixed[int(i)] for i in picks]
 
 
 def check_tasks(tasks: Sequence[Any], task_cls: type[Task]) -> list[Task]:

@@ -59,7 +59,7 @@ from maml_rl.config import Config, config_from_dict, dump_yaml
 from maml_rl.factories import build_agent, build_policy, resolve_device
 from maml_rl.logger import ConsoleLogger, JsonlLogger, Logger, MultiLogger, TensorBoardLogger
 from maml_rl.seeding import iteration_seeds
-from maml_rl.tasks import Task, TaskFamily, family_class
+from maml_rl.tasks import TaskFamily, family_class, sample_training_tasks
 from maml_rl.threads import torch_threads
 
 __all__ = [
@@ -305,7 +305,7 @@ class Trainer:
             cfg.seed, self.iteration, num_steps + 1
         )
         torch.manual_seed(torch_seed)
-        tasks: list[Task] = self.family.sample_tasks(cfg.maml.meta_batch_size, task_rng)
+        tasks = sample_training_tasks(self.family, cfg.maml.meta_batch_size, task_rng)
 
         t_start = time.perf_counter()
         sample_s = adapt_s = 0.0

@@ -5,6 +5,8 @@
 * a family registered with plain ``gymnasium.register`` is taken as it is when its env
   subclasses ``TaskFamily``, and refused with a line naming what it lacks otherwise;
 * a module that does not import, an unknown id: one line;
+* a family with fixed train / test task sets is meta-trained on the first and
+  evaluated on the second;
 * ``examples/line_reacher.py`` trains and evaluates through the CLI, on worker
   processes, and resumes from its stored config.
 """
@@ -22,7 +24,18 @@ import numpy as np
 import pytest
 import yaml
 
-from maml_rl.tasks import family_class, family_ids, family_spec, make_family
+from maml_rl.config import load_config
+from maml_rl.envs.navigation import GoalTask2D, Navigation2DEnv
+from maml_rl.evaluation import held_out_tasks, training_tasks
+from maml_rl.tasks import (
+    Task,
+    family_class,
+    family_ids,
+    family_spec,
+    make_family,
+    register_family,
+    sample_training_tasks,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -143,3 +156,45 @@ def test_the_example_family_trains_and_evaluates_through_the_cli(tmp_path: Path)
     assert elsewhere.returncode == 2
     assert elsewhere.stderr.strip().count("\n") == 0
     assert "importing module 'line_reacher' failed" in elsewhere.stderr
+
+
+# -- fixed train / test task sets ---------------------------------------------------------
+
+
+class FixedSetNav(Navigation2DEnv):
+    """Navigation2D with fixed train and test goals, as a PEARL-style suite defines them."""
+
+    @classmethod
+    def train_tasks(cls) -> list[Task]:
+        return [GoalTask2D(goal=(0.1 * k, -0.1 * k)) for k in range(5)]
+
+    @classmethod
+    def test_tasks(cls) -> list[Task]:
+        return [GoalTask2D(goal=(-0.3, 0.05 * k)) for k in range(3)]
+
+
+FIXED = "PlugTest/FixedSetNav-v0"
+register_family(FIXED, FixedSetNav)
+
+
+def test_meta_training_draws_from_the_train_set_and_evaluation_uses_the_test_set() -> None:
+    train, test = FixedSetNav.train_tasks(), FixedSetNav.test_tasks()
+    picked = sample_training_tasks(FixedSetNav, 4, np.random.default_rng(0))
+    assert len(set(picked)) == 4 and set(picked) <= set(train)  # without replacement
+    assert set(sample_training_tasks(FixedSetNav, 12, np.random.default_rng(0))) <= set(train)
+    config = load_config(None, [f"env.id={FIXED}", "maml.meta_batch_size=3"])
+    replayed = training_tasks(config, 4)
+    assert len(replayed) == 12 and set(replayed) <= set(train)
+
+    task_set = held_out_tasks(FIXED, 2, seed=0)
+    assert len(task_set.tasks) == 2 and set(task_set.tasks) <= set(test)
+    assert task_set.held_out and "fixed test set (3 tasks)" in task_set.rule
+    everything = held_out_tasks(FIXED, 5, seed=0)
+    assert everything.tasks == [test[k % 3] for k in range(5)]
+    assert held_out_tasks(FIXED, 2, seed=0).tasks == task_set.tasks
+
+
+def test_a_family_without_fixed_sets_samples_as_before() -> None:
+    a = sample_training_tasks(Navigation2DEnv, 6, np.random.default_rng(3))
+    assert a == Navigation2DEnv.sample_tasks(6, np.random.default_rng(3))
+    assert Navigation2DEnv.train_tasks() is None and Navigation2DEnv.test_tasks() is None
