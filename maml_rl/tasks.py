@@ -193,6 +193,9 @@ class TaskFamily:
     horizon: ClassVar[int]
     #: One line describing the task distribution (shown by ``maml-rl envs``).
     task_distribution: ClassVar[str]
+    #: Whether ``step`` reports ``info["success"]`` (e.g. Meta-World); the sampler then
+    #: records it and the trainer and ``maml-rl evaluate`` report success rates.
+    reports_success: ClassVar[bool] = False
 
     _task: Task
 

@@ -18,6 +18,9 @@ One meta-iteration (DESIGN.md, "One meta-iteration, as data")::
 ``rollout/return_adapt_step_<k>``   same after k inner steps (only if K > 1)
 ``rollout/return_post_adapt``       mean episode return of the valid batch (θ'_i)
 ``rollout/episode_length``          mean length of all episodes of the iteration
+``rollout/success_pre_adapt``       fraction of first-train-batch episodes that
+                                    succeeded (families reporting ``info["success"]``)
+``rollout/success_post_adapt``      same for the valid batch
 ``train/...``                       what ``agent.step`` returns (KL, losses, ...)
 ``time/sample_s``                   seconds in sampler calls
 ``time/adapt_s``                    seconds in the inner steps between them
@@ -337,6 +340,10 @@ class Trainer:
         for k, b in enumerate(train_batches[1:], start=1):
             metrics[f"rollout/return_adapt_step_{k}"] = _mean_return(b)
         metrics["rollout/return_post_adapt"] = _mean_return(valid)
+        pre_success, post_success = train_batches[0].episode_success, valid.episode_success
+        if pre_success is not None and post_success is not None:
+            metrics["rollout/success_pre_adapt"] = float(pre_success.mean())
+            metrics["rollout/success_post_adapt"] = float(post_success.mean())
         metrics["rollout/episode_length"] = float(lengths.float().mean())
         metrics.update({k: float(v) for k, v in agent_metrics.items()})
         iteration_s = t_end - t_start

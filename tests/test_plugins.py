@@ -7,6 +7,8 @@
 * a module that does not import, an unknown id: one line;
 * a family with fixed train / test task sets is meta-trained on the first and
   evaluated on the second;
+* a family reporting ``info["success"]`` gets per-step success flags in its batches,
+  success rates in the trainer's metrics and in ``maml-rl evaluate``;
 * ``examples/line_reacher.py`` trains and evaluates through the CLI, on worker
   processes, and resumes from its stored config.
 """
@@ -18,15 +20,25 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 import yaml
 
+from maml_rl.agents.policies import GaussianMLPPolicy
 from maml_rl.config import load_config
 from maml_rl.envs.navigation import GoalTask2D, Navigation2DEnv
-from maml_rl.evaluation import held_out_tasks, training_tasks
+from maml_rl.evaluation import (
+    EvalSettings,
+    evaluate,
+    format_summary,
+    held_out_tasks,
+    training_tasks,
+)
+from maml_rl.samplers import make_sampler
 from maml_rl.tasks import (
     Task,
     family_class,
@@ -36,6 +48,7 @@ from maml_rl.tasks import (
     register_family,
     sample_training_tasks,
 )
+from maml_rl.trainer import Trainer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -198,3 +211,67 @@ def test_a_family_without_fixed_sets_samples_as_before() -> None:
     a = sample_training_tasks(Navigation2DEnv, 6, np.random.default_rng(3))
     assert a == Navigation2DEnv.sample_tasks(6, np.random.default_rng(3))
     assert Navigation2DEnv.train_tasks() is None and Navigation2DEnv.test_tasks() is None
+
+
+# -- success rates -------------------------------------------------------------------------
+
+
+class SuccessNav(Navigation2DEnv):
+    """Navigation2D reporting ``info["success"]`` within 0.15 of the goal (and no
+    natively batched version: the generic vector env collects the flag)."""
+
+    reports_success = True
+    make_batched = None  # type: ignore[assignment]
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated, truncated, {**info, "success": info["distance"] < 0.15}
+
+
+SUCCESS = "PlugTest/SuccessNav-v0"
+register_family(SUCCESS, SuccessNav)
+TINY_RUN = [f"env.id={SUCCESS}", "env.max_episode_steps=10", "maml.meta_batch_size=3",
+            "maml.fast_batch_size=4", "policy.hidden_sizes=[8, 8]", "update_threads=1"]  # fmt: skip
+
+
+def test_success_is_recorded_per_step_and_reported(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, (8, 8))
+    tasks = SuccessNav.sample_tasks(3, np.random.default_rng(0))
+    with make_sampler(SUCCESS, policy, max_episode_steps=10) as sampler:
+        batch = sampler.sample(tasks, policy.params(), 4, seed=1)
+    assert batch.success is not None and batch.success.shape == batch.rewards.shape
+    # The flag is the env's: replay each episode's actions in the registered env.
+    for i, task in enumerate(tasks):
+        for e in range(4):
+            env = make_family(SUCCESS)
+            env.unwrapped.set_task(task)
+            env.reset(seed=None)
+            expected = []
+            for t in range(int(batch.lengths[i, e])):
+                info = env.step(batch.actions[i, t, e].numpy())[4]
+                expected.append(info["success"])
+            assert batch.success[i, : len(expected), e].tolist() == expected
+    assert batch.episode_success is not None
+    assert batch.episode_success.tolist() == batch.success.any(dim=1).float().tolist()
+
+    trainer = Trainer(load_config(None, [*TINY_RUN, "num_batches=2"]), tmp_path / "run",
+                      console=False)  # fmt: skip
+    metrics = trainer.train()
+    trainer.close()
+    assert 0.0 <= metrics["rollout/success_pre_adapt"] <= 1.0
+    assert 0.0 <= metrics["rollout/success_post_adapt"] <= 1.0
+
+    result = evaluate([tmp_path / "run"], EvalSettings(adapt_steps=1, num_tasks=3), out="")
+    success = result["runs"][0]["curve"]["success"]
+    assert len(success["mean"]) == 2 and all(0.0 <= m <= 1.0 for m in success["mean"])
+    assert "success %" in format_summary(result)
+
+
+def test_families_that_report_no_success_have_none() -> None:
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, (8, 8))
+    tasks = Navigation2DEnv.sample_tasks(2, np.random.default_rng(0))
+    with make_sampler("MetaRL/Navigation2D-v0", policy, max_episode_steps=5) as sampler:
+        batch = sampler.sample(tasks, policy.params(), 2, seed=1)
+    assert batch.success is None and batch.episode_success is None

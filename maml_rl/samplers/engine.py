@@ -122,6 +122,7 @@ class RolloutEngine:
         all_running = True
         obs_out, act_out, rew_out = out["observations"], out["actions"], out["rewards"]
         lp_out, mask_out = out["log_probs"], out["mask"]
+        success_out = out.get("success")
         term_out, trunc_out, final_out = (
             out["terminated"],
             out["truncated"],
@@ -148,7 +149,7 @@ class RolloutEngine:
                     act[~running] = 0
                     lp = np.where(running, lp, 0.0)
 
-                obs, reward, terminated, truncated, _ = env.step(act)
+                obs, reward, terminated, truncated, info = env.step(act)
                 terminated = np.asarray(terminated, dtype=bool) & running
                 truncated = np.asarray(truncated, dtype=bool) & running
                 if t == horizon - 1:  # the sampler's horizon is the time limit
@@ -163,6 +164,9 @@ class RolloutEngine:
                 term_out[:, t] = terminated.reshape(n, m)
                 trunc_out[:, t] = truncated.reshape(n, m)
                 mask_out[:, t] = running.reshape(n, m)
+                if success_out is not None:
+                    succeeded = np.asarray(info.get("success", False), dtype=bool) & running
+                    success_out[:, t] = np.broadcast_to(succeeded, running.shape).reshape(n, m)
 
                 ended = terminated | truncated
                 if ended.any():
