@@ -9,7 +9,8 @@ Subcommands:
   (:mod:`maml_rl.evaluation`).
 
 Every error a user can cause ends in one line on stderr and exit status 2,
-never a traceback.
+never a traceback; a run that has to stop part-way (diverged, a dead worker, a full
+disk) ends in one line and exit status 1, after checkpointing its last good state.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from maml_rl.errors import RunStopped
 
 if TYPE_CHECKING:
     from maml_rl.evaluation import EvalSettings
@@ -256,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError) as exc:
         print(f"maml-rl {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RunStopped as exc:
+        print(f"maml-rl {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         # The trainer's Interrupted says where the checkpoint is and how to resume.
         print(f"maml-rl {args.command}: {exc or 'interrupted'}", file=sys.stderr)

@@ -169,6 +169,12 @@ class Config(Validated):
     evaluate the policy along the run (``maml-rl evaluate RUN/checkpoints/*.pt``); 0: keep
     only the latest ``checkpoint.pt``."""
 
+    max_rejected_iterations: int = bounded(5, ge=0)
+    """Stop training (after checkpointing) once this many consecutive meta-steps were
+    rejected, at least one of them for non-finite values (a diverged run), naming the
+    likely cause; 0: never stop. Rejections by a TRPO line search alone (finite, no better
+    step found) never stop a run."""
+
     logdir: str = "runs"
     """Parent folder of the run folder."""
 

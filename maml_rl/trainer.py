@@ -42,8 +42,11 @@ bit-for-bit).
 
 from __future__ import annotations
 
+import collections
 import copy
 import datetime
+import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,6 +59,8 @@ from maml_rl.agents.base import Agent
 from maml_rl.batch import EpisodeBatch
 from maml_rl.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
 from maml_rl.config import Config, config_from_dict, dump_yaml
+from maml_rl.divergence import REJECTION_TAG, StepRejection, all_finite
+from maml_rl.errors import RunStopped
 from maml_rl.factories import build_agent, build_policy, resolve_device
 from maml_rl.logger import ConsoleLogger, JsonlLogger, Logger, MultiLogger, TensorBoardLogger
 from maml_rl.seeding import iteration_seeds
@@ -64,6 +69,7 @@ from maml_rl.threads import torch_threads
 
 __all__ = [
     "RESUMABLE_KEYS",
+    "Diverged",
     "Interrupted",
     "Trainer",
     "new_run_dir",
@@ -76,6 +82,7 @@ RESUMABLE_KEYS = (
     "num_batches",
     "checkpoint_every",
     "keep_checkpoint_every",
+    "max_rejected_iterations",
     "device",
     "update_threads",
     "logdir",
@@ -94,6 +101,60 @@ class Interrupted(KeyboardInterrupt):
         )
         self.run_dir = run_dir
         self.iteration = iteration
+
+
+class Diverged(RunStopped):
+    """Training stopped after ``max_rejected_iterations`` consecutive meta-steps were
+    rejected for non-finite values; the last good state is checkpointed."""
+
+
+def _num(x: float) -> str:
+    """``1e6`` rather than ``1e+06``: a value as a user writes it in a config."""
+    return re.sub(r"e([+-])0*(\d)", lambda m: f"e{m[1].lstrip('+')}{m[2]}", f"{x:g}")
+
+
+def likely_cause(reason: StepRejection, config: Config, *, after_a_step: bool = False) -> str:
+    """What most likely made the meta-steps non-finite, and the setting to change.
+
+    Args:
+        reason: the most frequent non-finite rejection.
+        config: the run's config.
+        after_a_step: whether an outer step was taken just before the rejections began
+            (then non-finite rollouts of θ come from that step).
+    """
+    if reason == StepRejection.UPDATE or (reason == StepRejection.POLICY and after_a_step):
+        key, value = (
+            ("trpo.max_kl", config.trpo.max_kl)
+            if config.agent == "maml_trpo"
+            else ("ppo.meta_lr", config.ppo.meta_lr)
+        )
+        return (
+            f"the outer step with {key}={_num(value)} makes the policy's outputs non-finite; "
+            f"lower {key}"
+        )
+    what = {
+        StepRejection.POLICY: "the policy's actions or rewards",
+        StepRejection.ADAPTED: "the adapted policy",
+        StepRejection.LOSS: "the outer loss",
+        StepRejection.GRADIENT: "the meta-gradient",
+        StepRejection.DIRECTION: "the step direction",
+    }.get(reason, "the meta-step")
+    if config.policy.init_std < 1e-3:  # log-probability gradients scale as 1/σ²
+        return (
+            f"policy.init_std={_num(config.policy.init_std)} makes {what} non-finite; raise "
+            "policy.init_std"
+        )
+    if reason == StepRejection.DIRECTION:
+        return (
+            f"the KL curvature is degenerate; raise trpo.cg_damping "
+            f"(now {_num(config.trpo.cg_damping)})"
+        )
+    if reason == StepRejection.POLICY:
+        return (
+            f"{config.env.id} or the policy produce non-finite values; check env.kwargs and "
+            "the family's dynamics"
+        )
+    return f"inner step α={_num(config.maml.fast_lr)} makes {what} non-finite; lower maml.fast_lr"
 
 
 def new_run_dir(config: Config) -> Path:
@@ -132,6 +193,12 @@ def _mean_return(batch: EpisodeBatch) -> float:
 
 def _detached(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in params.items()}
+
+
+def _finite_batch(batch: EpisodeBatch) -> bool:
+    """Whether the batch's observations, rewards and log-probabilities are finite (a
+    non-finite action shows as a non-finite log-probability)."""
+    return all_finite([batch.observations, batch.rewards, batch.log_probs])
 
 
 class Trainer:
@@ -310,34 +377,59 @@ class Trainer:
         t_start = time.perf_counter()
         sample_s = adapt_s = 0.0
         params: Mapping[str, torch.Tensor] = _detached(self.policy.params())
+        # A non-finite rollout or adapted policy rejects the iteration's step before the
+        # agent sees it (nothing is sampled with non-finite parameters).
+        rejected = StepRejection.NONE if all_finite(params.values()) else StepRejection.POLICY
         train_batches: list[EpisodeBatch] = []
         for k in range(num_steps):
+            if rejected:
+                break
             t0 = time.perf_counter()
             batch = self.sampler.sample(tasks, params, cfg.maml.fast_batch_size, sample_seeds[k])
             t1 = time.perf_counter()
+            train_batches.append(batch)
+            sample_s += t1 - t0
+            if not _finite_batch(batch):
+                rejected = StepRejection.POLICY if k == 0 else StepRejection.ADAPTED
+                break
             # The adapted parameters only drive the next rollouts here; agent.step
             # recomputes the adaptation with the graph it needs.
             params = _detached(self.agent.adapt(params, batch))
-            sample_s += t1 - t0
             adapt_s += time.perf_counter() - t1
-            train_batches.append(batch)
-        t0 = time.perf_counter()
-        valid = self.sampler.sample(tasks, params, cfg.maml.fast_batch_size, sample_seeds[-1])
+            if not all_finite(params.values()):
+                rejected = StepRejection.ADAPTED
+        valid: EpisodeBatch | None = None
         t1 = time.perf_counter()
-        sample_s += t1 - t0
-        agent_metrics = self.agent.step(train_batches, valid)
+        if not rejected:
+            t0 = time.perf_counter()
+            valid = self.sampler.sample(tasks, params, cfg.maml.fast_batch_size, sample_seeds[-1])
+            t1 = time.perf_counter()
+            sample_s += t1 - t0
+            if not _finite_batch(valid):
+                rejected = StepRejection.ADAPTED
+        if valid is None or rejected:
+            agent_metrics = {"train/step_accepted": 0.0, REJECTION_TAG: float(rejected)}
+        else:
+            agent_metrics = self.agent.step(train_batches, valid)
         t_end = time.perf_counter()
 
-        steps = sum(b.env_steps for b in train_batches) + valid.env_steps
+        sampled = [*train_batches, *([valid] if valid is not None else [])]
+        steps = sum(b.env_steps for b in sampled)
         self.iteration += 1
         self.env_steps += steps
-        lengths = torch.cat([b.lengths.flatten() for b in (*train_batches, valid)])
         metrics: dict[str, float] = {"iteration": self.iteration}
-        metrics["rollout/return_pre_adapt"] = _mean_return(train_batches[0])
+        metrics["rollout/return_pre_adapt"] = (
+            _mean_return(train_batches[0]) if train_batches else math.nan
+        )
         for k, b in enumerate(train_batches[1:], start=1):
             metrics[f"rollout/return_adapt_step_{k}"] = _mean_return(b)
-        metrics["rollout/return_post_adapt"] = _mean_return(valid)
-        metrics["rollout/episode_length"] = float(lengths.float().mean())
+        metrics["rollout/return_post_adapt"] = (
+            _mean_return(valid) if valid is not None else math.nan
+        )
+        lengths = [b.lengths.flatten() for b in sampled]
+        metrics["rollout/episode_length"] = (
+            float(torch.cat(lengths).float().mean()) if lengths else math.nan
+        )
         metrics.update({k: float(v) for k, v in agent_metrics.items()})
         iteration_s = t_end - t_start
         metrics["time/sample_s"] = sample_s
@@ -352,15 +444,26 @@ class Trainer:
 
         Checkpoints every ``checkpoint_every`` iterations and at the end. On Ctrl-C
         the state after the last *finished* iteration is checkpointed, the sampler
-        shut down, and :class:`Interrupted` raised.
+        shut down, and :class:`Interrupted` raised. After ``max_rejected_iterations``
+        consecutive rejected meta-steps (``θ`` unchanged by each), at least one of them
+        for non-finite values, the state is checkpointed and :class:`Diverged` raised,
+        naming the likely cause.
         """
         cfg = self.config
         metrics: dict[str, float] = {}
         last_done = self.state_dict()
+        rejected: list[StepRejection] = []  # why each iteration since the last step failed
         try:
             while self.iteration < cfg.num_batches:
                 metrics = self.run_iteration()
                 self.logger.write(metrics, step=self.env_steps)
+                reason = StepRejection(int(metrics.get(REJECTION_TAG, 0)))
+                rejected = [*rejected, reason] if reason != StepRejection.NONE else []
+                limit = cfg.max_rejected_iterations
+                if limit and len(rejected) >= limit and any(r.non_finite for r in rejected):
+                    # θ and the optimiser are still those of the last accepted step.
+                    self.save_checkpoint()
+                    raise Diverged(self._diverged_message(rejected))
                 every = cfg.checkpoint_every
                 # Kept so that Ctrl-C in the middle of an update (which changes θ in
                 # place) checkpoints a consistent state.
@@ -377,6 +480,18 @@ class Trainer:
         finally:
             self.close()
         return metrics
+
+    def _diverged_message(self, rejected: Sequence[StepRejection]) -> str:
+        counts = collections.Counter(rejected)
+        why = ", ".join(f"{r.text} ×{n}" for r, n in counts.items())
+        cause = max((r for r in counts if r.non_finite), key=lambda r: counts[r])
+        first = self.iteration - len(rejected) + 1
+        likely = likely_cause(cause, self.config, after_a_step=first > 1)
+        return (
+            f"training stopped: the steps of iterations {first}-{self.iteration} were all "
+            f"rejected ({why}); likely cause: {likely}; the checkpoint in {self.run_dir} "
+            f"holds θ as of iteration {first - 1}"
+        )
 
     def close(self) -> None:
         """Shut down the sampler's workers and close the loggers (idempotent)."""

@@ -1,0 +1,285 @@
+"""Fault injection: every failure is one line on stderr, and nothing is lost.
+
+Each case asserts the single line, the exit status (2: refused before any work; 1: a run
+that had to stop, its last good state checkpointed; 130: interrupted) and, where a
+checkpoint exists, that it still loads and the run resumes bit-identically: a diverged
+training, filesystem errors, a dead sampler worker, an unreachable Ray cluster, inputs
+that used to be accepted silently, and unreadable or unsafe checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from maml_rl.agents.maml_ppo import MAMLPPO
+from maml_rl.checkpoint import load_checkpoint
+from maml_rl.cli import main
+from maml_rl.config import load_config
+from maml_rl.divergence import REJECTION_TAG, StepRejection
+from maml_rl.logger import ConsoleLogger, JsonlLogger, read_jsonl
+from maml_rl.optim import trust_region_step
+from maml_rl.trainer import Diverged, Trainer
+
+from conftest import TINY
+
+
+def one_line(capsys: pytest.CaptureFixture[str], argv: Sequence[str]) -> tuple[int, str, str]:
+    """Run the CLI in-process; ``(exit status, stdout, the single stderr line)``."""
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return rc, out, err.rstrip("\n")
+
+
+def strict_records(path: Path) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` read by a strict JSON parser (a bare ``NaN`` token fails)."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not strict JSON: {token}")
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line, parse_constant=refuse) for line in lines]
+
+
+def without_timings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
+
+
+def same_state(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- 1. divergence ----------------------------------------------------------------------------
+
+#: Sizes at which each divergent setting below fails in every iteration.
+DIVERGE = [
+    "env.max_episode_steps=10",
+    "maml.meta_batch_size=4",
+    "maml.fast_batch_size=4",
+    "trpo.cg_iters=3",
+    "update_threads=1",
+    "num_batches=8",
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason", "cause"),
+    [
+        (
+            ["trpo.max_kl=1e6"],
+            StepRejection.UPDATE,
+            "the outer step with trpo.max_kl=1e6 makes the policy's outputs non-finite; "
+            "lower trpo.max_kl",
+        ),
+        (
+            ["maml.fast_lr=1e30"],
+            StepRejection.ADAPTED,
+            "inner step α=1e30 makes the adapted policy non-finite; lower maml.fast_lr",
+        ),
+        (
+            ["maml.fast_lr=1e6"],
+            StepRejection.ADAPTED,
+            "inner step α=1e6 makes the adapted policy non-finite; lower maml.fast_lr",
+        ),
+        (
+            ["policy.init_std=1e-30"],
+            StepRejection.GRADIENT,
+            "policy.init_std=1e-30 makes the meta-gradient non-finite; raise policy.init_std",
+        ),
+        (
+            ["agent=maml_ppo", "ppo.meta_lr=1e6"],
+            StepRejection.UPDATE,
+            "the outer step with ppo.meta_lr=1e6 makes the policy's outputs non-finite; "
+            "lower ppo.meta_lr",
+        ),
+        (
+            ["agent=maml_ppo", "maml.fast_lr=1e6"],
+            StepRejection.ADAPTED,
+            "inner step α=1e6 makes the adapted policy non-finite; lower maml.fast_lr",
+        ),
+    ],
+    ids=["max_kl", "fast_lr_1e30", "fast_lr_1e6", "init_std", "ppo_meta_lr", "ppo_fast_lr"],
+)
+def test_divergence_rejects_every_step_then_stops_with_the_cause(
+    overrides: list[str],
+    reason: StepRejection,
+    cause: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc, out, err = one_line(capsys, ["train", *DIVERGE, *overrides, f"logdir={tmp_path}"])
+    assert rc == 1
+    assert err.startswith(
+        "maml-rl train: error: training stopped: the steps of iterations 1-5 were all rejected"
+    )
+    assert f"({reason.text} ×5)" in err and f"likely cause: {cause};" in err
+    (run_dir,) = tmp_path.iterdir()
+    assert err.endswith(f"the checkpoint in {run_dir} holds θ as of iteration 0")
+    lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(lines) == 5 and all(
+        line.endswith(f"| step rejected: {reason.text}") for line in lines
+    )
+
+    records = strict_records(run_dir / "metrics.jsonl")
+    assert [r[REJECTION_TAG] for r in records] == [float(reason)] * 5
+    assert all(r["step_rejected_reason"] == reason.text for r in records)
+    # No step was taken: the checkpoint holds the initial θ (and PPO's untouched Adam).
+    state = load_checkpoint(run_dir)
+    assert state["iteration"] == 5
+    config = load_config(run_dir / "config.yaml")
+    fresh = Trainer(config, tmp_path / "fresh", console=False)
+    fresh.close()
+    assert same_state(state["policy"], fresh.policy.state_dict())
+    if config.agent == "maml_ppo":
+        assert state["agent"]["optimizer"]["state"] == {}
+
+
+def test_diverged_run_resumes_bit_identically(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [*DIVERGE, "maml.fast_lr=1e6", "num_batches=4"]
+    rc, _, err = one_line(
+        capsys, ["train", *base, "max_rejected_iterations=2", f"logdir={tmp_path}", "run_name=a"]
+    )
+    assert rc == 1 and "iterations 1-2 were all rejected" in err
+    assert load_checkpoint(tmp_path / "a")["iteration"] == 2
+    assert main(["train", "--resume", str(tmp_path / "a"), "max_rejected_iterations=0"]) == 0
+    assert (
+        main(["train", *base, "max_rejected_iterations=0", f"logdir={tmp_path}", "run_name=b"]) == 0
+    )
+    a, b = (without_timings(read_jsonl(tmp_path / r / "metrics.jsonl")) for r in "ab")
+    assert a == b and len(a) == 4
+    assert same_state(
+        load_checkpoint(tmp_path / "a")["policy"], load_checkpoint(tmp_path / "b")["policy"]
+    )
+
+
+def test_only_a_streak_with_a_non_finite_rejection_stops_the_run(tmp_path: Path) -> None:
+    # Iteration 2 diverges alone; 4-6 are TRPO line searches that found no better step
+    # (finite, never a reason to stop); 7 diverges: 4-7 are 4 ≥ 3 rejections, one non-finite.
+    reasons = [0, 3, 0, 1, 1, 1, 4, 0]
+    config = load_config(None, [*TINY, "num_batches=8", "max_rejected_iterations=3"])
+    trainer = Trainer(config, tmp_path / "run", console=False)
+    theta = {k: v.detach().clone() for k, v in trainer.policy.state_dict().items()}
+
+    def step(*_: object) -> dict[str, float]:
+        code = reasons[trainer.iteration]
+        return {"train/step_accepted": float(code == 0), REJECTION_TAG: float(code)}
+
+    trainer.agent.step = step  # type: ignore[method-assign]
+    with pytest.raises(Diverged) as info:
+        trainer.train()
+    message = str(info.value)
+    assert "\n" not in message
+    assert (
+        "iterations 4-7 were all rejected (no better step within the trust region ×3, " in message
+    )
+    assert "the outer loss is non-finite ×1)" in message
+    assert message.endswith("holds θ as of iteration 3")
+    state = load_checkpoint(tmp_path / "run")
+    assert state["iteration"] == 7 and same_state(state["policy"], theta)
+
+
+def test_rejected_ppo_step_leaves_theta_and_adam_untouched(tmp_path: Path) -> None:
+    config = load_config(None, [*TINY, "agent=maml_ppo", "num_batches=3"])
+    trainer = Trainer(config, tmp_path / "run", console=False)
+    try:
+        assert trainer.run_iteration()["train/step_accepted"] == 1.0  # Adam has moments now
+        agent = trainer.agent
+        assert isinstance(agent, MAMLPPO)
+        theta = {k: v.detach().clone() for k, v in trainer.policy.state_dict().items()}
+        adam = agent.optimizer.state_dict()
+        adam_state = {i: {k: v.clone() for k, v in s.items()} for i, s in adam["state"].items()}
+        agent.ppo = dataclasses.replace(agent.ppo, meta_lr=1e6)
+        metrics = trainer.run_iteration()
+        assert metrics[REJECTION_TAG] == float(StepRejection.UPDATE)
+        assert metrics["train/step_accepted"] == 0.0 and metrics["train/step_norm"] == 0.0
+        assert same_state(trainer.policy.state_dict(), theta)
+        after = agent.optimizer.state_dict()["state"]
+        assert after.keys() == adam_state.keys()
+        assert all(same_state(after[i], adam_state[i]) for i in adam_state)
+    finally:
+        trainer.close()
+
+
+def _region(
+    theta: torch.Tensor, evaluate: Any, *, loss: float = 1.0, grad: Any = None, **kwargs: Any
+) -> Any:
+    params = {"w": theta.clone()}
+    g = torch.full_like(theta, -1.0) if grad is None else grad
+    settings = dict(max_kl=0.01, damping=0.0, cg_iters=1, ls_max_steps=10, ls_backtrack_ratio=0.8)
+    settings.update(kwargs)
+    hvp = settings.pop("hvp", lambda v: v)
+    result = trust_region_step(params, loss, g, hvp, evaluate, **settings)  # type: ignore[arg-type]
+    return result, params["w"]
+
+
+def test_trust_region_never_evaluates_a_non_finite_candidate() -> None:
+    seen: list[torch.Tensor] = []
+
+    def evaluate(candidate: Mapping[str, torch.Tensor]) -> tuple[float, float]:
+        seen.append(candidate["w"].clone())
+        return 0.5, 0.0
+
+    # θ near float32's largest value; a step of 1e38 overflows until shrunk to ≤ 0.33 of it.
+    theta = torch.tensor([3e38])
+    result, after = _region(theta, evaluate, max_kl=5e75)
+    assert all(bool(torch.isfinite(c).all()) for c in seen) and len(seen) == 1
+    assert result.accepted and result.line_search_steps == 6 and bool(torch.isfinite(after).all())
+
+    # A full step that is itself infinite: nothing is evaluated, θ stays.
+    seen.clear()
+    result, after = _region(torch.tensor([1.0]), evaluate, max_kl=1e300)
+    assert not seen and not result.accepted and result.rejected == StepRejection.UPDATE
+    assert torch.equal(after, torch.tensor([1.0]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"loss": math.nan}, StepRejection.LOSS),
+        ({"grad": torch.tensor([math.inf])}, StepRejection.GRADIENT),
+        ({"hvp": lambda v: v * math.nan}, StepRejection.DIRECTION),
+        ({"value": (math.nan, math.nan)}, StepRejection.UPDATE),
+        ({"value": (2.0, 0.0)}, StepRejection.NO_IMPROVEMENT),
+    ],
+    ids=["loss", "gradient", "direction", "candidates", "no_improvement"],
+)
+def test_trust_region_says_why_it_rejected(kwargs: dict[str, Any], reason: StepRejection) -> None:
+    value = kwargs.pop("value", (math.nan, math.nan))
+    result, after = _region(torch.tensor([1.0, 2.0]), lambda _: value, **kwargs)
+    assert not result.accepted and result.rejected == reason
+    assert torch.equal(after, torch.tensor([1.0, 2.0]))
+
+
+def test_metrics_jsonl_is_strict_json_and_names_the_rejection(tmp_path: Path) -> None:
+    logger = JsonlLogger(tmp_path / "metrics.jsonl")
+    logger.write({"iteration": 1, "train/kl": math.nan, "train/grad_norm": math.inf}, step=10)
+    logger.write({"iteration": 2, REJECTION_TAG: float(StepRejection.LOSS)}, step=20)
+    logger.close()
+    first, second = strict_records(tmp_path / "metrics.jsonl")
+    assert first == {"env_steps": 10, "iteration": 1, "train/kl": None, "train/grad_norm": None}
+    assert second["step_rejected_reason"] == "the outer loss is non-finite"
+
+    class Lines:
+        text = ""
+
+        def write(self, s: str) -> None:
+            self.text += s
+
+        def flush(self) -> None:
+            pass
+
+    stream = Lines()
+    console = ConsoleLogger(2, stream)  # type: ignore[arg-type]
+    console.write({"iteration": 2, REJECTION_TAG: float(StepRejection.GRADIENT)}, step=20)
+    assert stream.text.rstrip().endswith("| step rejected: the meta-gradient is non-finite")
