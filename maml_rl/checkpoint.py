@@ -18,8 +18,10 @@ A checkpoint is a plain dict that :func:`torch.load` can read with
 =================== =============================================================
 
 Writing goes to a temporary file in the same folder, which is then renamed over
-the old checkpoint (:func:`os.replace` is atomic): a crash or Ctrl-C while
-saving leaves the previous checkpoint intact, never a torn file.
+the old checkpoint (:func:`os.replace` is atomic): a crash, Ctrl-C or a full disk
+while saving leaves the previous checkpoint intact, never a torn file. A writer
+killed outright (``kill -9``) leaves its temporary file behind;
+:func:`remove_stale_temporaries` clears those when the run is resumed.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "FORMAT_VERSION",
     "checkpoint_path",
     "load_checkpoint",
+    "remove_stale_temporaries",
     "save_checkpoint",
 ]
 
@@ -64,19 +67,61 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
         The path written.
     """
     path = checkpoint_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary(path, os.getpid())
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as f:
             torch.save(dict(state), f)
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
         os.replace(tmp, path)
-    except BaseException:  # including KeyboardInterrupt: never leave the temp file behind
+    except BaseException as exc:  # including KeyboardInterrupt: never leave the temp file
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):
+            exc.filename = str(path)  # a failed write into the file object names no file
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _temporary(path: Path, pid: int | str) -> Path:
+    """Where :func:`save_checkpoint` writes ``path`` before renaming it."""
+    return path.with_name(f".{path.name}.{pid}.tmp")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that a writer killed mid-write left behind.
+
+    Looks in ``folder`` and its ``checkpoints/`` for :func:`save_checkpoint`'s temporary
+    files of processes that no longer run (a live writer's file is left alone).
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for sub in (Path(folder), Path(folder) / "checkpoints"):
+        for tmp in sub.glob(".*.pt.*.tmp"):
+            pid = tmp.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            try:
+                tmp.unlink()
+            except FileNotFoundError:  # its writer finished after all
+                continue
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from maml_rl.errors import RunStopped
+from maml_rl.errors import RunStopped, os_reason, os_remedy
 
 if TYPE_CHECKING:
     from maml_rl.evaluation import EvalSettings
@@ -262,9 +262,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunStopped as exc:
         print(f"maml-rl {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # one the checks before the work could not foresee (a full disk)
+        where = f" ({str(exc.filename)!r})" if exc.filename else ""
+        print(
+            f"maml-rl {args.command}: error: {os_reason(exc)}{where}; {os_remedy(exc)}",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt as exc:
         # The trainer's Interrupted says where the checkpoint is and how to resume.
-        print(f"maml-rl {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"maml-rl {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

@@ -43,12 +43,13 @@ bit-for-bit).
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import datetime
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,16 @@ import torch
 import maml_rl
 from maml_rl.agents.base import Agent
 from maml_rl.batch import EpisodeBatch
-from maml_rl.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from maml_rl.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT_VERSION,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from maml_rl.config import Config, config_from_dict, dump_yaml
 from maml_rl.divergence import REJECTION_TAG, StepRejection, all_finite
-from maml_rl.errors import RunStopped
+from maml_rl.errors import RunStopped, check_writable_folder, os_reason, os_remedy
 from maml_rl.factories import build_agent, build_policy, resolve_device
 from maml_rl.logger import ConsoleLogger, JsonlLogger, Logger, MultiLogger, TensorBoardLogger
 from maml_rl.seeding import iteration_seeds
@@ -72,6 +79,8 @@ __all__ = [
     "Diverged",
     "Interrupted",
     "Trainer",
+    "check_new_run_dir",
+    "likely_cause",
     "new_run_dir",
 ]
 
@@ -164,27 +173,71 @@ def new_run_dir(config: Config) -> Path:
     The folder is claimed with an exclusive ``mkdir``, so two runs started in the same second
     (e.g. two presets launched together) get two folders, never one shared folder.
     """
+    check_new_run_dir(config)
     logdir = Path(config.logdir)
     if config.run_name is not None:
         run_dir = logdir / config.run_name
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ValueError(
-                f"run folder {str(run_dir)!r} already exists and is not empty; resume it with "
-                f"--resume {run_dir} or choose another run_name"
-            )
-        run_dir.mkdir(parents=True, exist_ok=True)
+        _mkdir(run_dir, parents=True, exist_ok=True)
         return run_dir
-    logdir.mkdir(parents=True, exist_ok=True)
+    _mkdir(logdir, parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = f"{config.env_name}-{config.agent}-{stamp}"
     run_dir, n = logdir / base, 1
     while True:
         try:
-            run_dir.mkdir()  # atomic: fails if another run claimed the name first
+            _mkdir(run_dir)  # atomic: fails if another run claimed the name first
             return run_dir
         except FileExistsError:
             n += 1
             run_dir = logdir / f"{base}-{n}"
+
+
+_LOGDIR_FIX = "pass a writable folder with --logdir DIR (or logdir=DIR)"
+
+
+def check_new_run_dir(config: Config) -> None:
+    """Check, creating nothing, that :func:`new_run_dir` can create the run folder.
+
+    Raises:
+        ValueError: one line — ``logdir`` is a file or not writable, or the folder
+            ``run_name`` names exists and is not empty.
+    """
+    logdir = Path(config.logdir)
+    if config.run_name is None:
+        check_writable_folder(logdir, "logdir", _LOGDIR_FIX)
+        return
+    run_dir = logdir / config.run_name
+    check_writable_folder(run_dir, "run folder", _LOGDIR_FIX)
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ValueError(
+            f"run folder {str(run_dir)!r} already exists and is not empty; resume it with "
+            f"--resume {run_dir} or choose another run_name"
+        )
+
+
+def _run_folder(path: str | Path) -> Path:
+    """The run folder to resume: ``path``, or the folder of ``path/checkpoint.pt``."""
+    p = Path(path)
+    if not p.is_file():
+        return p
+    if p.name == CHECKPOINT_NAME:
+        return p.parent
+    raise ValueError(
+        f"resume takes a run folder, and {str(p)!r} is a file: to continue from this "
+        f"checkpoint, copy it as {CHECKPOINT_NAME} into a new folder and resume that folder "
+        f"(maml-rl evaluate takes the file as it is)"
+    )
+
+
+def _mkdir(folder: Path, **kwargs: bool) -> None:
+    """``folder.mkdir(**kwargs)``; a failure is one line (``FileExistsError`` passes)."""
+    try:
+        folder.mkdir(**kwargs)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        reason = os_reason(exc)
+        raise ValueError(f"cannot create {str(folder)!r}: {reason}; {_LOGDIR_FIX}") from None
 
 
 def _mean_return(batch: EpisodeBatch) -> float:
@@ -232,9 +285,18 @@ class Trainer:
         self.device = resolve_device(config.device)
         # An unknown id fails here, with the closest registered id as a suggestion.
         self.family: type[TaskFamily] = family_class(config.env.id)
-        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+        # The output folder is checked before any work, and a new run's folder is only
+        # created once the sampler runs: a run that fails to start leaves nothing behind.
+        if run_dir is not None:
+            check_writable_folder(
+                run_dir, "run folder", "make it writable, or copy the run and resume the copy"
+            )
+        else:
+            check_new_run_dir(config)
         self.iteration = 0
         self.env_steps = 0
+        #: The iteration of the newest ``checkpoint.pt`` in the run folder (None: none yet).
+        self.checkpointed: int | None = None
 
         sampler = None  # closed again if anything after it fails
         try:
@@ -252,28 +314,15 @@ class Trainer:
             self.agent: Agent = build_agent(config, self.policy, self.device)
             if state is not None:
                 self._load_state(state)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(
-                f"# maml-rl {maml_rl.__version__}: the resolved config of this run\n"
-                + dump_yaml(config.to_dict()),
-                encoding="utf-8",
-            )
-            resuming = state is not None
-            self.logger: Logger = MultiLogger(
-                [
-                    TensorBoardLogger(
-                        self.run_dir,
-                        config=config.flat(),
-                        purge_step=self.env_steps + 1 if resuming else None,
-                    ),
-                    JsonlLogger(
-                        self.run_dir / "metrics.jsonl",
-                        keep_until_iteration=self.iteration if resuming else None,
-                    ),
-                    *([ConsoleLogger(config.num_batches)] if console else []),
-                    *loggers,
-                ]
-            )
+                self.checkpointed = self.iteration
+            self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+            try:
+                self._open_run_dir(config, state is not None, console, loggers)
+            except OSError as exc:
+                where = exc.filename or self.run_dir
+                raise ValueError(
+                    f"cannot write {str(where)!r}: {os_reason(exc)}; {os_remedy(exc)}"
+                ) from None
         except BaseException:
             if sampler is not None:
                 sampler.close()
@@ -281,10 +330,43 @@ class Trainer:
             raise
         self._closed = False
 
+    def _open_run_dir(
+        self, config: Config, resuming: bool, console: bool, loggers: Sequence[Logger]
+    ) -> None:
+        """Write ``config.yaml`` and open the loggers (clearing a killed writer's leftovers)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.run_dir)
+        (self.run_dir / "config.yaml").write_text(
+            f"# maml-rl {maml_rl.__version__}: the resolved config of this run\n"
+            + dump_yaml(config.to_dict()),
+            encoding="utf-8",
+        )
+        self.logger: Logger = MultiLogger(
+            [
+                TensorBoardLogger(
+                    self.run_dir,
+                    config=config.flat(),
+                    purge_step=self.env_steps + 1 if resuming else None,
+                ),
+                JsonlLogger(
+                    self.run_dir / "metrics.jsonl",
+                    keep_until_iteration=self.iteration if resuming else None,
+                ),
+                *([ConsoleLogger(config.num_batches)] if console else []),
+                *loggers,
+            ]
+        )
+
     def _discard_unused_run_dir(self, given: str | Path | None) -> None:
         # A run that never started leaves no empty folder behind (one it was given is kept).
-        if given is None and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
-            self.run_dir.rmdir()
+        run_dir: Path | None = getattr(self, "run_dir", None)
+        if (
+            given is None
+            and run_dir is not None
+            and run_dir.is_dir()
+            and not any(run_dir.iterdir())
+        ):
+            run_dir.rmdir()
 
     # -- construction from a checkpoint ------------------------------------------
     @classmethod
@@ -300,6 +382,7 @@ class Trainer:
         more ``num_batches``, another backend); anything else would make the resumed
         run differ from an uninterrupted one and raises a :class:`ValueError`.
         """
+        run_dir = _run_folder(run_dir)
         state = load_checkpoint(run_dir)
         try:
             stored = config_from_dict(state["config"])
@@ -349,8 +432,17 @@ class Trainer:
         self.env_steps = int(state["env_steps"])
 
     def save_checkpoint(self, state: Mapping[str, Any] | None = None) -> Path:
-        """Write ``checkpoint.pt`` (the current state, or a given :meth:`state_dict`)."""
-        return save_checkpoint(self.run_dir / CHECKPOINT_NAME, state or self.state_dict())
+        """Write ``checkpoint.pt`` (the current state, or a given :meth:`state_dict`).
+
+        Raises:
+            RunStopped: the write failed (e.g. a full disk); the previous checkpoint is
+                intact and the message says so.
+        """
+        state = state or self.state_dict()
+        with self._writing():
+            path = save_checkpoint(self.run_dir / CHECKPOINT_NAME, state)
+        self.checkpointed = int(state["iteration"])
+        return path
 
     def kept_checkpoint_path(self, iteration: int) -> Path:
         """Where ``keep_checkpoint_every`` keeps the checkpoint of ``iteration``."""
@@ -456,7 +548,8 @@ class Trainer:
         try:
             while self.iteration < cfg.num_batches:
                 metrics = self.run_iteration()
-                self.logger.write(metrics, step=self.env_steps)
+                with self._writing():
+                    self.logger.write(metrics, step=self.env_steps)
                 reason = StepRejection(int(metrics.get(REJECTION_TAG, 0)))
                 rejected = [*rejected, reason] if reason != StepRejection.NONE else []
                 limit = cfg.max_rejected_iterations
@@ -472,14 +565,36 @@ class Trainer:
                     self.save_checkpoint(last_done)
                 keep = cfg.keep_checkpoint_every
                 if keep and self.iteration % keep == 0:
-                    save_checkpoint(self.kept_checkpoint_path(self.iteration), last_done)
+                    with self._writing():
+                        save_checkpoint(self.kept_checkpoint_path(self.iteration), last_done)
             self.save_checkpoint(last_done)
         except KeyboardInterrupt:
             self.save_checkpoint(last_done)
             raise Interrupted(self.run_dir, last_done["iteration"], cfg.num_batches) from None
         finally:
-            self.close()
+            with self._writing():
+                self.close()
         return metrics
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write to the run folder (a full disk, a folder made read-only) stops
+        training with one line: what failed, the last good checkpoint, how to go on."""
+        try:
+            yield
+        except OSError as exc:
+            path = exc.filename or self.run_dir
+            if self.checkpointed is None:
+                kept = f"no checkpoint was written yet; {os_remedy(exc)} and start the run again"
+            else:
+                kept = (
+                    f"the checkpoint of iteration {self.checkpointed} in {self.run_dir} is "
+                    f"intact; {os_remedy(exc)}, then continue with: maml-rl train --resume "
+                    f"{self.run_dir}"
+                )
+            raise RunStopped(
+                f"training stopped: cannot write {str(path)!r} ({os_reason(exc)}); {kept}"
+            ) from None
 
     def _diverged_message(self, rejected: Sequence[StepRejection]) -> str:
         counts = collections.Counter(rejected)

@@ -10,8 +10,13 @@ that used to be accepted silently, and unreadable or unsafe checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -283,3 +288,198 @@ def test_metrics_jsonl_is_strict_json_and_names_the_rejection(tmp_path: Path) ->
     console = ConsoleLogger(2, stream)  # type: ignore[arg-type]
     console.write({"iteration": 2, REJECTION_TAG: float(StepRejection.GRADIENT)}, step=20)
     assert stream.text.rstrip().endswith("| step rejected: the meta-gradient is non-finite")
+
+
+# -- 2. filesystem errors ---------------------------------------------------------------------
+
+LOGDIR_FIX = "pass a writable folder with --logdir DIR (or logdir=DIR)"
+
+
+def read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make ``folder`` (and everything under it) look like a read-only filesystem to the
+    writability checks: as root, a ``chmod``-ed folder stays writable."""
+    real = tempfile.TemporaryFile
+
+    def probe(*args: Any, dir: Any = None, **kwargs: Any) -> Any:
+        if dir is not None and Path(dir).resolve().is_relative_to(folder.resolve()):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", probe)
+
+
+def test_logdir_that_is_a_file_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "afile"
+    file.write_text("")
+    rc, out, err = one_line(capsys, ["train", *TINY, "--logdir", str(file)])
+    assert rc == 2 and out == ""
+    assert err == f"maml-rl train: error: logdir '{file}' is a file, not a folder; {LOGDIR_FIX}"
+    rc, _, err = one_line(capsys, ["train", *TINY, "--logdir", str(file / "sub")])
+    assert rc == 2 and err.endswith(f"is inside the file '{file}', not a folder; {LOGDIR_FIX}")
+    assert sorted(tmp_path.iterdir()) == [file]
+
+
+def test_read_only_logdir_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_only(monkeypatch, tmp_path)
+    rc, out, err = one_line(capsys, ["train", *TINY, "--logdir", str(tmp_path / "runs")])
+    assert rc == 2 and out == ""
+    assert err == (
+        f"maml-rl train: error: cannot write logdir '{tmp_path / 'runs'}' (in '{tmp_path}'): "
+        f"read-only file system; {LOGDIR_FIX}"
+    )
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root writes into a chmod 555 folder; the simulated read-only case covers root",
+)
+def test_chmod_read_only_logdir_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        rc, _, err = one_line(capsys, ["train", *TINY, "--logdir", str(locked)])
+    finally:
+        locked.chmod(0o755)
+    assert rc == 2 and "permission denied" in err and err.endswith(LOGDIR_FIX)
+
+
+def test_resume_takes_the_checkpoint_file_of_a_run_or_says_what_to_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["train", *TINY, f"logdir={tmp_path}", "keep_checkpoint_every=1"]
+    assert main([*base, "num_batches=2", "run_name=a"]) == 0
+    assert main([*base, "num_batches=3", "run_name=b"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "a" / "checkpoint.pt"), "num_batches=3"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    a, b = (without_timings(read_jsonl(tmp_path / r / "metrics.jsonl")) for r in "ab")
+    assert a == b and len(a) == 3
+
+    kept = tmp_path / "a" / "checkpoints" / "iteration_000001.pt"
+    rc, _, err = one_line(capsys, ["train", "--resume", str(kept)])
+    assert rc == 2
+    assert err == (
+        f"maml-rl train: error: resume takes a run folder, and '{kept}' is a file: to continue "
+        "from this checkpoint, copy it as checkpoint.pt into a new folder and resume that "
+        "folder (maml-rl evaluate takes the file as it is)"
+    )
+
+
+def test_resuming_a_read_only_run_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["train", *TINY, "num_batches=1", f"logdir={tmp_path}", "run_name=a"]) == 0
+    capsys.readouterr()
+    before = sorted(p.name for p in (tmp_path / "a").iterdir())
+    read_only(monkeypatch, tmp_path / "a")
+    rc, out, err = one_line(capsys, ["train", "--resume", str(tmp_path / "a"), "num_batches=2"])
+    assert rc == 2 and out == ""
+    assert err == (
+        f"maml-rl train: error: cannot write run folder '{tmp_path / 'a'}': read-only file "
+        "system; make it writable, or copy the run and resume the copy"
+    )
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == before
+
+
+def no_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if an evaluation starts (the output checks come first)."""
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("the evaluation ran before its output folder was checked")
+
+    monkeypatch.setattr("maml_rl.evaluation.EvalSamplers", refuse)
+
+
+EVAL = ["--num-tasks", "2", "--adapt-steps", "1", "--episodes-per-step", "2", "--no-progress"]
+
+
+def test_evaluate_out_that_is_a_file_is_refused_before_the_evaluation(
+    tiny_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_evaluation(monkeypatch)
+    file = tmp_path / "afile"
+    file.write_text("")
+    rc, out, err = one_line(capsys, ["evaluate", str(tiny_run), "--out", str(file), *EVAL])
+    assert rc == 2 and out == ""
+    assert err == (
+        f"maml-rl evaluate: error: output folder '{file}' is a file, not a folder; pass a "
+        "writable folder with --out DIR"
+    )
+
+
+def test_evaluate_out_on_a_read_only_folder_is_refused_before_the_evaluation(
+    tiny_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_evaluation(monkeypatch)
+    read_only(monkeypatch, tmp_path)
+    out_dir = tmp_path / "eval"
+    rc, _, err = one_line(capsys, ["evaluate", str(tiny_run), "--out", str(out_dir), *EVAL])
+    assert rc == 2
+    assert err == (
+        f"maml-rl evaluate: error: cannot write output folder '{out_dir}' (in '{tmp_path}'): "
+        "read-only file system; pass a writable folder with --out DIR"
+    )
+    assert not out_dir.exists()
+
+
+def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = [*TINY, f"logdir={tmp_path}", "checkpoint_every=1", "num_batches=4"]
+    real_save = torch.save
+    saves: list[int] = []
+
+    def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        saves.append(1)
+        if len(saves) >= 3:  # the checkpoint of iteration 3 finds the disk full
+            f.write(b"\0" * 16)  # a partial write into the temporary file
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    rc, _, err = one_line(capsys, ["train", *base, "run_name=a"])
+    monkeypatch.setattr(torch, "save", real_save)
+    run = tmp_path / "a"
+    assert rc == 1
+    assert err == (
+        f"maml-rl train: error: training stopped: cannot write '{run / 'checkpoint.pt'}' (no "
+        f"space left on device); the checkpoint of iteration 2 in {run} is intact; free space "
+        f"on that disk, then continue with: maml-rl train --resume {run}"
+    )
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temp file
+    assert load_checkpoint(run)["iteration"] == 2
+
+    assert main(["train", "--resume", str(run)]) == 0
+    assert main(["train", *base, "run_name=b"]) == 0
+    a, b = (without_timings(read_jsonl(tmp_path / r / "metrics.jsonl")) for r in "ab")
+    assert a == b and len(a) == 4
+    ta, tb = (load_checkpoint(tmp_path / r)["policy"] for r in "ab")
+    assert same_state(ta, tb)
+
+
+def test_stale_temporary_checkpoints_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    assert main(["train", *TINY, "num_batches=1", f"logdir={tmp_path}", "run_name=a"]) == 0
+    run = tmp_path / "a"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a writer killed mid-write
+    gone.wait()
+    stale = [run / f".checkpoint.pt.{gone.pid}.tmp", run / "checkpoints" / f".i.pt.{gone.pid}.tmp"]
+    live = run / f".checkpoint.pt.{os.getppid()}.tmp"  # a writer that still runs
+    for f in [*stale, live]:
+        f.parent.mkdir(exist_ok=True)
+        f.write_bytes(b"torn")
+    assert main(["train", "--resume", str(run), "num_batches=2"]) == 0
+    assert not any(f.exists() for f in stale) and live.exists()
+    assert load_checkpoint(run)["iteration"] == 2
