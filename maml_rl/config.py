@@ -122,6 +122,15 @@ class SamplerConfig(Validated):
     """Threads on which each sampling process steps the MuJoCo simulations (mujoco ≥ 3.17);
     0: the machine's cores, divided among the workers. Episodes do not depend on it."""
 
+    restart_workers: bool = False
+    """Replace a ``process`` worker or Ray actor that dies (killed, out of memory) and play
+    its episodes again — the same batch, bit for bit; ``false``: training stops, with a
+    checkpoint of the last finished iteration and the command that resumes it."""
+
+    ray_connect_timeout_s: float = bounded(30.0, gt=0.0)
+    """Seconds a Ray cluster at ``ray_address`` has to answer (an address where nothing
+    listens fails at once)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(Validated):

@@ -70,6 +70,7 @@ from maml_rl.divergence import REJECTION_TAG, StepRejection, all_finite
 from maml_rl.errors import RunStopped, check_writable_folder, os_reason, os_remedy
 from maml_rl.factories import build_agent, build_policy, resolve_device
 from maml_rl.logger import ConsoleLogger, JsonlLogger, Logger, MultiLogger, TensorBoardLogger
+from maml_rl.samplers.base import WorkerDied
 from maml_rl.seeding import iteration_seeds
 from maml_rl.tasks import Task, TaskFamily, family_class
 from maml_rl.threads import torch_threads
@@ -310,6 +311,8 @@ class Trainer:
                 env_kwargs=dict(config.env.kwargs),
                 max_episode_steps=config.env.max_episode_steps,
                 num_threads=config.sampler.num_threads or None,
+                restart_workers=config.sampler.restart_workers,
+                ray_connect_timeout_s=config.sampler.ray_connect_timeout_s,
             )
             self.agent: Agent = build_agent(config, self.policy, self.device)
             if state is not None:
@@ -568,6 +571,13 @@ class Trainer:
                     with self._writing():
                         save_checkpoint(self.kept_checkpoint_path(self.iteration), last_done)
             self.save_checkpoint(last_done)
+        except WorkerDied as exc:
+            self.save_checkpoint(last_done)
+            raise RunStopped(
+                f"training stopped: {exc.summary}; the checkpoint of iteration "
+                f"{last_done['iteration']} is in {self.run_dir}; continue with: maml-rl train "
+                f"--resume {self.run_dir} (sampler.restart_workers=true replaces dead workers)"
+            ) from None
         except KeyboardInterrupt:
             self.save_checkpoint(last_done)
             raise Interrupted(self.run_dir, last_done["iteration"], cfg.num_batches) from None

@@ -14,9 +14,13 @@ import errno
 import json
 import math
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,8 @@ from maml_rl.config import load_config
 from maml_rl.divergence import REJECTION_TAG, StepRejection
 from maml_rl.logger import ConsoleLogger, JsonlLogger, read_jsonl
 from maml_rl.optim import trust_region_step
+from maml_rl.samplers import ProcessSampler
+from maml_rl.samplers.ray import check_ray_address
 from maml_rl.trainer import Diverged, Trainer
 
 from conftest import TINY
@@ -483,3 +489,146 @@ def test_stale_temporary_checkpoints_are_removed_at_the_next_start(tmp_path: Pat
     assert main(["train", "--resume", str(run), "num_batches=2"]) == 0
     assert not any(f.exists() for f in stale) and live.exists()
     assert load_checkpoint(run)["iteration"] == 2
+
+
+# -- 3. a dead sampler worker -----------------------------------------------------------------
+
+
+def kill_a_worker_before_call(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
+    """SIGKILL ``process`` worker 0 just before the ``call``-th sample call (from 0)."""
+    real = ProcessSampler.sample
+    calls: list[int] = []
+
+    def sample(self: ProcessSampler, *args: Any, **kwargs: Any) -> Any:
+        if len(calls) == call:
+            victim = self._pool.processes[0]
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.join(timeout=10)
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessSampler, "sample", sample)
+
+
+PROCESS = ["--sampler", "process", "--workers", "2"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_dead_worker_checkpoints_the_last_finished_iteration_and_says_how_to_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = [*TINY, f"logdir={tmp_path}", "checkpoint_every=0", "num_batches=3"]
+    kill_a_worker_before_call(monkeypatch, 2)  # iteration 2's first sample call
+    rc, _, err = one_line(capsys, ["train", *base, *PROCESS, "run_name=a"])
+    run = tmp_path / "a"
+    assert rc == 1
+    assert re.fullmatch(
+        rf"maml-rl train: error: training stopped: sampler worker 0 \(pid \d+\) died while "
+        rf"sampling \(killed by SIGKILL\); the checkpoint of iteration 1 is in {run}; continue "
+        rf"with: maml-rl train --resume {run} \(sampler.restart_workers=true replaces dead "
+        rf"workers\)",
+        err,
+    )
+    assert load_checkpoint(run)["iteration"] == 1
+    # Every backend gives the same episodes: resume on sync, compare with a sync run.
+    assert main(["train", "--resume", str(run), "--sampler", "sync"]) == 0
+    assert main(["train", *base, "run_name=b"]) == 0
+    a, b = (without_timings(read_jsonl(tmp_path / r / "metrics.jsonl")) for r in "ab")
+    assert a == b and len(a) == 3
+    ta, tb = (load_checkpoint(tmp_path / r)["policy"] for r in "ab")
+    assert same_state(ta, tb)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_restarted_worker_repeats_the_sample_call_bit_identically(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = [*TINY, f"logdir={tmp_path}", "num_batches=3"]
+    kill_a_worker_before_call(monkeypatch, 3)  # iteration 2's post-adaptation call
+    restart = [*PROCESS, "sampler.restart_workers=true"]
+    assert main(["train", *base, *restart, "run_name=a"]) == 0
+    assert main(["train", *base, "run_name=b"]) == 0
+    assert "died while sampling (killed by SIGKILL); restarted it" in caplog.text
+    a, b = (without_timings(read_jsonl(tmp_path / r / "metrics.jsonl")) for r in "ab")
+    assert a == b and len(a) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_kill_9_of_a_worker_is_one_line_and_a_checkpoint(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "maml_rl.cli", "train", f"logdir={tmp_path}", *TINY, *PROCESS]
+    proc = subprocess.Popen(
+        [*cmd, "num_batches=100000", "checkpoint_every=0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.stdout is not None
+    try:
+        finished = 0
+        for line in proc.stdout:
+            finished += line.startswith("[") and "return pre" in line
+            if finished == 2:
+                break
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        workers = [
+            int(pid)
+            for pid in children
+            if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        ]
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    (line,) = err.strip().splitlines()
+    assert f"(pid {workers[0]}) died while sampling (killed by SIGKILL)" in line
+    assert "continue with: maml-rl train --resume" in line
+    (run,) = tmp_path.iterdir()
+    assert load_checkpoint(run)["iteration"] >= 2
+
+
+# -- 4. a Ray address where nothing listens ---------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.timeout(60)
+def test_ray_address_where_nothing_listens_is_one_line_and_no_run_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'maml-rl[ray]')")
+    fix = (
+        "start one with `ray start --head` (it prints the address to pass), or drop "
+        "--ray-address for a local Ray runtime"
+    )
+    argv = ["train", *TINY, f"logdir={tmp_path}", "sampler.ray_connect_timeout_s=2"]
+    rc, out, err = one_line(capsys, [*argv, "--sampler", "ray", "--ray-address", "127.0.0.1:1"])
+    assert rc == 2 and out == ""
+    assert (
+        err == f"maml-rl train: error: no Ray cluster at 127.0.0.1:1: nothing listens there; {fix}"
+    )
+
+    with socket.socket() as server:  # listens, but never answers as Ray's GCS would
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        t0 = time.monotonic()
+        rc, _, err = one_line(capsys, [*argv, "--ray-address", address])
+        waited = time.monotonic() - t0
+    assert rc == 2 and waited < 30
+    assert err == (
+        f"maml-rl train: error: no Ray cluster at {address}: something listens there but does "
+        f"not answer as Ray's GCS within 2 s (sampler.ray_connect_timeout_s); {fix}"
+    )
+    assert not any(tmp_path.iterdir())  # no empty run folder
+
+
+def test_ray_address_must_be_host_and_port() -> None:
+    with pytest.raises(ValueError, match=r"sampler\.ray_address must be HOST:PORT") as info:
+        check_ray_address("localhost", 1.0)
+    assert "\n" not in str(info.value)
