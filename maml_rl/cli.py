@@ -16,6 +16,7 @@ disk) ends in one line and exit status 1, after checkpointing its last good stat
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -85,6 +86,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 )
         trainer = Trainer.resume(args.resume, overrides)
         print(f"resuming {trainer.run_dir} after iteration {trainer.iteration}", flush=True)
+        if trainer.config_edits:
+            taken = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in trainer.config_edits.items())
+            print(f"with the edits of {trainer.run_dir / 'config.yaml'}: {taken}", flush=True)
     else:
         config = load_config(args.config, overrides)
         trainer = Trainer(config)
@@ -272,7 +276,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         # The trainer's Interrupted says where the checkpoint is and how to resume.
         print(f"maml-rl {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        _release_broken_stdout()
         return 130
+
+
+def _release_broken_stdout() -> None:
+    """After a reader of stdout went away (``maml-rl train | head``), point stdout at
+    the null device, so that the interpreter's final flush adds no error of its own."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -380,8 +380,8 @@ def load_config(
         overrides: ``["section.key=value", ...]`` or ``{"section.key": value}``.
 
     Raises:
-        ValueError: one line — a missing or unreadable file, invalid YAML, an unknown
-            key, a wrong type or an out-of-range value (naming the dotted key).
+        ValueError: one line — a missing, unreadable or empty file, invalid YAML, an
+            unknown key, a wrong type or an out-of-range value (naming the dotted key).
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -396,9 +396,14 @@ def load_config(
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read config file {str(path)!r}: {exc}") from None
         loaded = parse_yaml(text, source=str(path))
-        if loaded is not None and not isinstance(loaded, Mapping):
+        if loaded is None:  # nothing but blank lines and comments
+            raise ValueError(
+                f"config file {str(path)!r} is empty; put config keys in it (see configs/) or "
+                "drop --config for the embedded default"
+            )
+        if not isinstance(loaded, Mapping):
             raise ValueError(f"{path}: a config file must be a mapping of keys, got {got(loaded)}")
-        data = dict(loaded or {})
+        data = dict(loaded)
         try:
             config_from_dict(data)  # report file errors with the file's name
         except ValueError as exc:

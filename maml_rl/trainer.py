@@ -65,7 +65,7 @@ from maml_rl.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from maml_rl.config import Config, config_from_dict, dump_yaml
+from maml_rl.config import Config, config_from_dict, dump_yaml, load_config
 from maml_rl.divergence import REJECTION_TAG, StepRejection, all_finite
 from maml_rl.errors import RunStopped, check_writable_folder, os_reason, os_remedy
 from maml_rl.factories import build_agent, build_policy, resolve_device
@@ -216,6 +216,38 @@ def check_new_run_dir(config: Config) -> None:
         )
 
 
+def _resumable(key: str) -> bool:
+    return key in RESUMABLE_KEYS or key.startswith(_RESUMABLE_PREFIXES)
+
+
+def _config_yaml_edits(run_dir: Path, stored: Config) -> dict[str, tuple[Any, Any]]:
+    """``{key: (checkpoint's value, config.yaml's value)}`` for each key of the run's
+    ``config.yaml`` edited since the checkpoint; a :class:`ValueError` naming them if any
+    of them a resumed run cannot take."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        edited = load_config(path).flat()
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc} (resuming {run_dir}: fix {path}, or delete it to resume with the "
+            "checkpoint's config)"
+        ) from None
+    old = stored.flat()
+    edits = {k: (old[k], v) for k, v in edited.items() if v != old[k]}
+    refused = [k for k in edits if not _resumable(k)]
+    if refused:
+        changes = ", ".join(f"{k} {edits[k][0]!r} → {edits[k][1]!r}" for k in refused)
+        may = ", ".join([*RESUMABLE_KEYS, *(f"{p}*" for p in _RESUMABLE_PREFIXES)])
+        raise ValueError(
+            f"{path} differs from the config in the checkpoint: {changes}; a resumed run "
+            f"keeps its config (only {may} may change): undo the edit, or train a new run "
+            f"with it: maml-rl train --config {path} run_name=NEW"
+        )
+    return edits
+
+
 def _run_folder(path: str | Path) -> Path:
     """The run folder to resume: ``path``, or the folder of ``path/checkpoint.pt``."""
     p = Path(path)
@@ -298,6 +330,9 @@ class Trainer:
         self.env_steps = 0
         #: The iteration of the newest ``checkpoint.pt`` in the run folder (None: none yet).
         self.checkpointed: int | None = None
+        #: ``{key: (checkpoint's value, value taken)}``: the edits of ``config.yaml`` that
+        #: :meth:`resume` took.
+        self.config_edits: dict[str, tuple[Any, Any]] = {}
 
         sampler = None  # closed again if anything after it fails
         try:
@@ -383,7 +418,10 @@ class Trainer:
 
         ``overrides`` may change only :data:`RESUMABLE_KEYS` and ``sampler.*`` (e.g.
         more ``num_batches``, another backend); anything else would make the resumed
-        run differ from an uninterrupted one and raises a :class:`ValueError`.
+        run differ from an uninterrupted one and raises a :class:`ValueError`. The same
+        holds for edits of the run's ``config.yaml`` made since the checkpoint: edits of
+        those keys are taken (listed in :attr:`config_edits`; ``overrides`` win), any
+        other edit is refused, naming each key that differs.
         """
         run_dir = _run_folder(run_dir)
         state = load_checkpoint(run_dir)
@@ -391,12 +429,13 @@ class Trainer:
             stored = config_from_dict(state["config"])
         except ValueError as exc:
             raise ValueError(f"checkpoint in {run_dir} holds an invalid config: {exc}") from None
-        config = stored.replace(overrides) if overrides else stored
+        edits = _config_yaml_edits(run_dir, stored)
+        config = stored.replace({k: new for k, (_, new) in edits.items()}) if edits else stored
+        config = config.replace(overrides) if overrides else config
         old, new = stored.flat(), config.flat()
+        edits = {k: edit for k, edit in edits.items() if new[k] == edit[1]}  # overrides win
         for key in new:
-            if new[key] != old[key] and not (
-                key in RESUMABLE_KEYS or key.startswith(_RESUMABLE_PREFIXES)
-            ):
+            if new[key] != old[key] and not _resumable(key):
                 raise ValueError(
                     f"a resumed run keeps its config, but {key} would change from {old[key]!r} "
                     f"to {new[key]!r}; start a new run to change it"
@@ -407,7 +446,9 @@ class Trainer:
                 f"{config.num_batches} iterations; pass --num-batches N (N > "
                 f"{state['iteration']}) to continue it"
             )
-        return cls(config, run_dir, state=state, **kwargs)
+        trainer = cls(config, run_dir, state=state, **kwargs)
+        trainer.config_edits = edits
+        return trainer
 
     # -- state -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -538,8 +579,9 @@ class Trainer:
         """Run the remaining iterations up to ``num_batches``; returns the last metrics.
 
         Checkpoints every ``checkpoint_every`` iterations and at the end. On Ctrl-C
-        the state after the last *finished* iteration is checkpointed, the sampler
-        shut down, and :class:`Interrupted` raised. After ``max_rejected_iterations``
+        (or a console that went away: a closed stdout pipe) the state after the last
+        *finished* iteration is checkpointed, the sampler shut down, and
+        :class:`Interrupted` raised. After ``max_rejected_iterations``
         consecutive rejected meta-steps (``θ`` unchanged by each), at least one of them
         for non-finite values, the state is checkpointed and :class:`Diverged` raised,
         naming the likely cause.
@@ -578,7 +620,7 @@ class Trainer:
                 f"{last_done['iteration']} is in {self.run_dir}; continue with: maml-rl train "
                 f"--resume {self.run_dir} (sampler.restart_workers=true replaces dead workers)"
             ) from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, BrokenPipeError):
             self.save_checkpoint(last_done)
             raise Interrupted(self.run_dir, last_done["iteration"], cfg.num_batches) from None
         finally:
@@ -592,6 +634,8 @@ class Trainer:
         training with one line: what failed, the last good checkpoint, how to go on."""
         try:
             yield
+        except BrokenPipeError:  # the console went away (`| head`): stopped like Ctrl-C
+            raise
         except OSError as exc:
             path = exc.filename or self.run_dir
             if self.checkpointed is None:

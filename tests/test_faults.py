@@ -632,3 +632,98 @@ def test_ray_address_must_be_host_and_port() -> None:
     with pytest.raises(ValueError, match=r"sampler\.ray_address must be HOST:PORT") as info:
         check_ray_address("localhost", 1.0)
     assert "\n" not in str(info.value)
+
+
+# -- 5. inputs that used to be accepted silently ----------------------------------------------
+
+
+def test_non_finite_family_kwargs_are_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "nan.yaml"
+    config.write_text("env:\n  id: MetaRL/HalfCheetahVel-v0\n  kwargs: {width: .nan}\n")
+    logdir = tmp_path / "runs"
+    rc, out, err = one_line(capsys, ["train", "--config", str(config), f"logdir={logdir}"])
+    assert rc == 2 and out == ""
+    assert err == "maml-rl train: error: env.kwargs.width must be finite, got nan"
+    rc, _, err = one_line(capsys, ["train", *TINY, "env.kwargs={goal: [0.0, -.inf]}"])
+    assert (
+        rc == 2 and err == "maml-rl train: error: env.kwargs.goal must be finite, got [0.0, -inf]"
+    )
+    assert not logdir.exists()
+
+
+def test_an_empty_config_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "empty.yaml"
+    config.write_text("# nothing here yet\n\n")
+    rc, out, err = one_line(
+        capsys, ["train", "--config", str(config), f"logdir={tmp_path / 'runs'}"]
+    )
+    assert rc == 2 and out == ""
+    assert err == (
+        f"maml-rl train: error: config file '{config}' is empty; put config keys in it (see "
+        "configs/) or drop --config for the embedded default"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_an_edited_config_and_takes_resumable_edits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["train", *TINY, f"logdir={tmp_path}"]
+    assert main([*base, "num_batches=1", "run_name=a"]) == 0
+    assert main([*base, "num_batches=3", "run_name=b"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "a"
+    stored = (run / "config.yaml").read_text()
+    assert "fast_lr: 0.1," in stored and "num_batches: 1\n" in stored
+
+    edited = stored.replace("fast_lr: 0.1,", "fast_lr: 0.3,").replace(
+        "num_batches: 1\n", "num_batches: 3\n"
+    )
+    (run / "config.yaml").write_text(edited)
+    rc, out, err = one_line(capsys, ["train", "--resume", str(run)])
+    assert rc == 2 and out == ""
+    assert err.startswith(
+        f"maml-rl train: error: {run / 'config.yaml'} differs from the config in the checkpoint: "
+        "maml.fast_lr 0.1 → 0.3; a resumed run keeps its config (only num_batches, "
+    )
+    assert err.endswith(
+        f"train a new run with it: maml-rl train --config {run / 'config.yaml'} run_name=NEW"
+    )
+    assert (run / "config.yaml").read_text() == edited  # the user's edit is not overwritten
+    assert load_checkpoint(run)["iteration"] == 1
+
+    # Undo the refused edit; the resumable one (num_batches) is taken, and said.
+    (run / "config.yaml").write_text(stored.replace("num_batches: 1\n", "num_batches: 3\n"))
+    assert main(["train", "--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"with the edits of {run / 'config.yaml'}: num_batches 1 → 3\n" in out
+    a, b = (without_timings(read_jsonl(tmp_path / r / "metrics.jsonl")) for r in "ab")
+    assert a == b and len(a) == 3
+    assert same_state(load_checkpoint(run)["policy"], load_checkpoint(tmp_path / "b")["policy"])
+
+    # An override on the command line wins over the file's edit.
+    (run / "config.yaml").write_text(stored.replace("num_batches: 1\n", "num_batches: 5\n"))
+    assert main(["train", "--resume", str(run), "num_batches=4"]) == 0
+    out = capsys.readouterr().out
+    assert "with the edits" not in out and load_checkpoint(run)["iteration"] == 4
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("meta_batch_size", "maml.meta_batch_size"),  # the key's own section, not num_batches
+        ("maml.num_batches", "num_batches"),
+        ("trpo.fast_lr", "maml.fast_lr"),
+        ("maml.fastlr", "maml.fast_lr"),  # a typo: the closest key of the same section
+        ("ppo.clip_rang", "ppo.clip_range"),
+    ],
+)
+def test_unknown_key_suggests_the_key_where_it_belongs(
+    key: str, meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, err = one_line(capsys, ["train", f"{key}=3"])
+    assert rc == 2 and err.endswith(f"; did you mean '{meant}'?")
