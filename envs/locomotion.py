@@ -259,12 +259,6 @@ class MujocoTaskFamily(TaskFamily):
         # Truncation is the TimeLimit wrapper's job (registered max_episode_steps).
         return observation, reward[0], bool(terminated[0]), False, info
 
-    @classmethod
-    def steps_release_the_gil(cls) -> bool:
-        """Whether :meth:`make_batched` envs step outside the GIL (the native stepper),
-        so that a sampler can evaluate the policy for other envs meanwhile."""
-        return native_batch_available()
-
     def _single_position(self) -> np.ndarray:
         xpos = self.data.xpos[None] if self.position_from_xpos else None
         return self._position(self.data.qpos[None], xpos).copy()

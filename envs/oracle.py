@@ -27,7 +27,14 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from maml_rl.tasks import Task, TaskFamily, family_class, register_family, unwrap_family
+from maml_rl.tasks import (
+    Task,
+    TaskFamily,
+    family_class,
+    family_spec,
+    register_family,
+    unwrap_family,
+)
 from maml_rl.vector import BatchedTaskEnv, make_task_env
 
 __all__ = [
@@ -264,8 +271,8 @@ def oracle_env_id(base_id: str) -> str:
     ``MetaRL/Navigation2D-v0`` → ``MetaRLOracle/Navigation2D-v0``: same dynamics,
     rewards, tasks and time limit, with the task's fields appended to the observation.
     """
+    base_id = family_spec(base_id).id  # a clear error for an unknown id; module imported
     ns, name, version = gym.envs.registration.parse_env_id(base_id)
-    family_class(base_id)  # a clear error (with a suggestion) for an unknown id
     oracle_id = f"{ns}{ORACLE_SUFFIX}/{name}-v{version}"
     if oracle_id not in gym.registry:
         register_family(

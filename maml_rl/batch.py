@@ -44,6 +44,8 @@ class EpisodeBatch:
         final_observations: ``[N, E, obs_dim]`` float32 — the observation after the
             last step of each episode (used to bootstrap at truncation).
         tasks: the ``N`` tasks, in order.
+        success: ``[N, T, E]`` bool — ``info["success"]`` at each step, for families
+            that report it (``TaskFamily.reports_success``); ``None`` otherwise.
     """
 
     observations: torch.Tensor
@@ -55,12 +57,15 @@ class EpisodeBatch:
     mask: torch.Tensor
     final_observations: torch.Tensor
     tasks: list[Task]
+    success: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n, t, e = self.rewards.shape
         if len(self.tasks) != n:
             raise ValueError(f"EpisodeBatch has {n} task rows but {len(self.tasks)} tasks")
-        for name in ("log_probs", "terminated", "truncated", "mask"):
+        for name in ("log_probs", "terminated", "truncated", "mask", "success"):
+            if getattr(self, name) is None:
+                continue
             shape = tuple(getattr(self, name).shape)
             if shape != (n, t, e):
                 raise ValueError(f"EpisodeBatch.{name} must have shape {(n, t, e)}, got {shape}")
@@ -101,6 +106,14 @@ class EpisodeBatch:
     def episode_returns(self) -> torch.Tensor:
         """``[N, E]``: undiscounted return of each episode."""
         return (self.rewards * self.mask).sum(dim=1)
+
+    @property
+    def episode_success(self) -> torch.Tensor | None:
+        """``[N, E]`` float: 1 for an episode that succeeded at any of its steps (``None``
+        when the family does not report success)."""
+        if self.success is None:
+            return None
+        return ((self.success & (self.mask > 0)).any(dim=1)).float()
 
     @property
     def env_steps(self) -> int:

@@ -35,8 +35,10 @@ class UserError(Exception):
 def _cmd_envs(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
-    from maml_rl.tasks import TaskFamily, family_class, family_ids
+    from maml_rl.tasks import TaskFamily, family_class, family_ids, import_families
 
+    for module in args.imports:
+        import_families(module, "--import: ")
     rows = []
     for env_id in family_ids():
         cls: type[TaskFamily] = family_class(env_id)
@@ -223,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("envs", help="list the registered task families")
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (its families are listed too); repeatable",
+    )
     p.set_defaults(func=_cmd_envs)
 
     p = sub.add_parser(
@@ -258,6 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "train" or any(e.startswith("-") for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides.extend(extra)
+    # As `python -m` does: modules in the working folder can be imported, so a family
+    # of one's own is found by its module-qualified id (`my_module:NS/Name-vK`).
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return int(args.func(args))
     except (UserError, ValueError, FileNotFoundError) as exc:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import inspect
 import math
 from collections.abc import Mapping, Sequence
@@ -37,8 +38,11 @@ __all__ = [
     "TaskFamily",
     "family_ids",
     "family_spec",
+    "import_families",
+    "import_family_module",
     "make_family",
     "register_family",
+    "sample_training_tasks",
 ]
 
 #: Namespace under which the built-in families are registered.
@@ -171,6 +175,13 @@ class TaskFamily:
     :meth:`_apply_task` (react to a new task, e.g. store the goal). The initial
     task is ``default_task`` until :meth:`set_task` is called.
 
+    **Fixed task sets.** A benchmark that defines its tasks up front (Meta-World's
+    50 train / 50 test goal variations, PEARL-style suites) overrides
+    :meth:`train_tasks` and :meth:`test_tasks`: meta-training then draws each
+    iteration's tasks from the train set (:func:`sample_training_tasks`), and
+    ``maml-rl evaluate`` uses the test set. Without them, training draws from
+    :meth:`sample_tasks` and evaluation from a seed stream the trainer never uses.
+
     Optionally a family offers ``make_batched(num_envs)``: a natively batched
     implementation (:class:`maml_rl.vector.BatchedTaskEnv`) that the
     sampler picks automatically. It must give the same observations, rewards and
@@ -182,6 +193,9 @@ class TaskFamily:
     horizon: ClassVar[int]
     #: One line describing the task distribution (shown by ``maml-rl envs``).
     task_distribution: ClassVar[str]
+    #: Whether ``step`` reports ``info["success"]`` (e.g. Meta-World); the sampler then
+    #: records it and the trainer and ``maml-rl evaluate`` report success rates.
+    reports_success: ClassVar[bool] = False
 
     _task: Task
 
@@ -203,6 +217,16 @@ class TaskFamily:
     def sample_tasks(cls, n: int, rng: np.random.Generator) -> list[Task]:
         """Draw ``n`` tasks from the task distribution using ``rng`` only."""
         raise NotImplementedError
+
+    @classmethod
+    def train_tasks(cls) -> list[Task] | None:
+        """The family's fixed meta-training tasks, or ``None`` (draw from the distribution)."""
+        return None
+
+    @classmethod
+    def test_tasks(cls) -> list[Task] | None:
+        """The family's fixed test tasks, or ``None`` (evaluation draws held-out tasks)."""
+        return None
 
     @staticmethod
     def _check_sample_args(n: int, rng: Any) -> None:
@@ -265,28 +289,97 @@ def family_ids() -> list[str]:
     return sorted(_FAMILIES)
 
 
+#: The protocol a task family's env class must offer (see the module docstring).
+PROTOCOL = ("sample_tasks", "set_task", "task")
+
+
+def import_family_module(env_id: str) -> str:
+    """Import the module of a module-qualified id and return the bare id.
+
+    ``"my_pkg.my_lab:MyLab/Reacher-v0"`` (Gymnasium's ``module:Id`` convention) imports
+    ``my_pkg.my_lab`` — which registers the family — and returns ``"MyLab/Reacher-v0"``;
+    an id without a module is returned as it is.
+
+    Raises:
+        ValueError: the module cannot be imported (one line: the module and the error).
+    """
+    if not isinstance(env_id, str):
+        raise ValueError(f"a task family id must be a string, got {type(env_id).__name__}")
+    if ":" not in env_id:
+        return env_id
+    module, _, bare = env_id.partition(":")
+    if not module or not bare:
+        raise ValueError(f"task family id {env_id!r} must look like 'package.module:NS/Name-vK'")
+    import_families(module, f"task family id {env_id!r}: ")
+    return bare
+
+
+def import_families(module: str, context: str = "") -> None:
+    """Import ``module`` (which registers task families); any error it raises becomes a
+    one-line ``ValueError`` prefixed with ``context``."""
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # the user's module: whatever it raises, in one line
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"{context}importing module {module!r} failed ({type(exc).__name__}: {detail}); "
+            "is it installed or on PYTHONPATH?"
+        ) from None
+
+
+def _adopt(env_id: str) -> None:
+    """Take a family registered with ``gymnasium.register`` (not :func:`register_family`)
+    into the task-family registry, if its env class is a :class:`TaskFamily`."""
+    if env_id in _FAMILIES or env_id not in gym.registry:
+        return
+    entry = gym.spec(env_id).entry_point
+    cls = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    if isinstance(cls, type) and issubclass(cls, TaskFamily):
+        _FAMILIES[env_id] = cls
+        return
+    name = getattr(cls, "__qualname__", repr(cls))
+    missing = [attr for attr in PROTOCOL if not hasattr(cls, attr)]
+    what = f"lacks {', '.join(missing)}" if missing else "is not a maml_rl.tasks.TaskFamily"
+    raise ValueError(
+        f"{env_id} is registered with Gymnasium but its env {name} {what}: a task family "
+        f"subclasses maml_rl.tasks.TaskFamily (task_cls, sample_tasks(n, rng), _apply_task); "
+        "see README, 'Plugging in a task family'"
+    )
+
+
 def family_spec(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The Gymnasium spec of a registered task family; unknown ids suggest the closest."""
+    """The Gymnasium spec of a registered task family; unknown ids suggest the closest.
+
+    ``env_id`` may carry the module that registers the family
+    (``"package.module:NS/Name-vK"``, see :func:`import_family_module`).
+    """
+    bare = import_family_module(env_id)
     ids = family_ids()
-    if env_id not in _FAMILIES:
-        close = difflib.get_close_matches(env_id, ids, n=1, cutoff=0.4)
+    _adopt(bare)
+    if bare not in _FAMILIES:
+        close = difflib.get_close_matches(bare, ids, n=1, cutoff=0.4)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown task family {env_id!r}{hint} (run `maml-rl envs` to list them)")
-    return gym.spec(env_id)
+        where = (
+            " (run `maml-rl envs` to list them)"
+            if ":" in env_id
+            else " (run `maml-rl envs` to list them; a family of your own module: "
+            "'package.module:NS/Name-vK')"
+        )
+        raise ValueError(f"unknown task family {env_id!r}{hint}{where}")
+    return gym.spec(bare)
 
 
 def family_class(env_id: str) -> type:
-    """The env class of a registered task family."""
-    family_spec(env_id)
-    return _FAMILIES[env_id]
+    """The env class of a registered task family (``env_id`` may carry its module)."""
+    return _FAMILIES[family_spec(env_id).id]
 
 
 def make_family(env_id: str, **kwargs: Any) -> gym.Env:
     """``gymnasium.make`` for a task family, with a clear error for an unknown id or an
     argument the family does not take (a typo in ``env.kwargs``)."""
-    family_spec(env_id)
+    spec = family_spec(env_id)
     check_family_kwargs(env_id, kwargs)
-    return gym.make(env_id, **kwargs)
+    return gym.make(spec.id, **kwargs)
 
 
 def check_family_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
@@ -332,6 +425,17 @@ def unwrap_family(env: gym.Env) -> TaskFamily:
     if not isinstance(inner, TaskFamily):
         raise ValueError(f"{inner!r} is not a task family")
     return inner
+
+
+def sample_training_tasks(family: Any, n: int, rng: np.random.Generator) -> list[Task]:
+    """``n`` meta-training tasks of ``family``: from its fixed train set when it has one
+    (without replacement, or with it when ``n`` exceeds the set), else
+    ``family.sample_tasks(n, rng)``."""
+    fixed = family.train_tasks() if hasattr(family, "train_tasks") else None
+    if not fixed:
+        return list(family.sample_tasks(n, rng))
+    picks = rng.choice(len(fixed), size=n, replace=n > len(fixed))
+    return [fixed[int(i)] for i in picks]
 
 
 def check_tasks(tasks: Sequence[Any], task_cls: type[Task]) -> list[Task]:

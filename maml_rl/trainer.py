@@ -18,6 +18,9 @@ One meta-iteration (DESIGN.md, "One meta-iteration, as data")::
 ``rollout/return_adapt_step_<k>``   same after k inner steps (only if K > 1)
 ``rollout/return_post_adapt``       mean episode return of the valid batch (θ'_i)
 ``rollout/episode_length``          mean length of all episodes of the iteration
+``rollout/success_pre_adapt``       fraction of first-train-batch episodes that
+                                    succeeded (families reporting ``info["success"]``)
+``rollout/success_post_adapt``      same for the valid batch
 ``train/...``                       what ``agent.step`` returns (KL, losses, ...)
 ``time/sample_s``                   seconds in sampler calls
 ``time/adapt_s``                    seconds in the inner steps between them
@@ -72,7 +75,7 @@ from maml_rl.factories import build_agent, build_policy, resolve_device
 from maml_rl.logger import ConsoleLogger, JsonlLogger, Logger, MultiLogger, TensorBoardLogger
 from maml_rl.samplers.base import WorkerDied
 from maml_rl.seeding import iteration_seeds
-from maml_rl.tasks import Task, TaskFamily, family_class
+from maml_rl.tasks import TaskFamily, family_class, sample_training_tasks
 from maml_rl.threads import torch_threads
 
 __all__ = [
@@ -271,6 +274,10 @@ def _mkdir(folder: Path, **kwargs: bool) -> None:
     except OSError as exc:
         reason = os_reason(exc)
         raise ValueError(f"cannot create {str(folder)!r}: {reason}; {_LOGDIR_FIX}") from None
+
+
+def _mean_or_nan(values: torch.Tensor | None) -> float:
+    return float(values.float().mean()) if values is not None else math.nan
 
 
 def _mean_return(batch: EpisodeBatch) -> float:
@@ -508,7 +515,7 @@ class Trainer:
             cfg.seed, self.iteration, num_steps + 1
         )
         torch.manual_seed(torch_seed)
-        tasks: list[Task] = self.family.sample_tasks(cfg.maml.meta_batch_size, task_rng)
+        tasks = sample_training_tasks(self.family, cfg.maml.meta_batch_size, task_rng)
 
         t_start = time.perf_counter()
         sample_s = adapt_s = 0.0
@@ -562,6 +569,12 @@ class Trainer:
         metrics["rollout/return_post_adapt"] = (
             _mean_return(valid) if valid is not None else math.nan
         )
+        # A rejected iteration may lack the post-adaptation episodes: NaN (null in JSON).
+        pre_success = train_batches[0].episode_success if train_batches else None
+        post_success = valid.episode_success if valid is not None else None
+        if pre_success is not None or post_success is not None:
+            metrics["rollout/success_pre_adapt"] = _mean_or_nan(pre_success)
+            metrics["rollout/success_post_adapt"] = _mean_or_nan(post_success)
         lengths = [b.lengths.flatten() for b in sampled]
         metrics["rollout/episode_length"] = (
             float(torch.cat(lengths).float().mean()) if lengths else math.nan

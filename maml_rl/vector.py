@@ -38,7 +38,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 
-from maml_rl.tasks import Task, family_class, unwrap_family
+from maml_rl.tasks import Task, family_class, family_spec, unwrap_family
 
 __all__ = ["BatchedTaskEnv", "TaskVectorEnv", "make_task_env"]
 
@@ -165,7 +165,7 @@ class TaskVectorEnv(BatchedTaskEnv):
         max_episode_steps: int | None = None,
         env_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        family_class(env_id)  # a clear error for an unknown id
+        env_id = family_spec(env_id).id  # a clear error for an unknown id; module imported
         if max_episode_steps is None:
             max_episode_steps = gym.spec(env_id).max_episode_steps
             if max_episode_steps is None:
@@ -227,7 +227,8 @@ class TaskVectorEnv(BatchedTaskEnv):
 
         Returns:
             observations ``[K, *obs_shape]``, rewards ``[K]`` float64, terminated
-            ``[K]``, truncated ``[K]`` and an empty info dict.
+            ``[K]``, truncated ``[K]`` and an info dict with ``success`` ``[K]`` (the
+            envs' ``info["success"]``, False where they report none).
         """
         if self._observations is None:
             raise gym.error.ResetNeeded("call reset() before step()")
@@ -235,15 +236,17 @@ class TaskVectorEnv(BatchedTaskEnv):
         rewards = np.zeros(self.num_envs)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
+        success = np.zeros(self.num_envs, dtype=bool)
         for k in np.flatnonzero(~self._done):
-            obs, reward, term, trunc, _ = self.envs[k].step(actions[k])
+            obs, reward, term, trunc, info = self.envs[k].step(actions[k])
+            success[k] = bool(info.get("success", False))
             self._observations[k] = obs
             rewards[k] = reward
             terminated[k] = term
             truncated[k] = trunc
         self._done |= terminated | truncated
         self._elapsed += 1
-        return self._observations.copy(), rewards, terminated, truncated, {}
+        return self._observations.copy(), rewards, terminated, truncated, {"success": success}
 
     def close(self, **kwargs: Any) -> None:
         for env in self.envs:

@@ -335,9 +335,8 @@ def test_sync_batch_does_not_depend_on_the_thread_count(name: str, reference) ->
     ) as sampler:
         assert torch.is_grad_enabled()
         assert_same(sampler.sample(case.tasks(), params, case.episodes, 7), reference(name))
-        # The lanes' generators leave grad mode as they found it.
         assert torch.is_grad_enabled()
-        env = sampler._engine._envs[0]  # type: ignore[attr-defined]
+        env = sampler._engine._env  # type: ignore[attr-defined]
         if native_batch_available():
             assert (env.stepper, env.num_threads) == ("native", 2)
 

@@ -14,7 +14,7 @@ from maml_rl.agents.maml import TaskSamples, inner_step
 from maml_rl.agents.policies import Params, Policy
 from maml_rl.batch import EpisodeBatch
 from maml_rl.config import Config
-from maml_rl.evaluation.report import CurveEntry
+from maml_rl.evaluation.report import CurveEntry, SuccessEntry
 from maml_rl.evaluation.stats import CONFIDENCE, mean_confidence_interval
 from maml_rl.samplers import Sampler, make_sampler
 from maml_rl.tasks import Task
@@ -31,11 +31,14 @@ class Curve:
         fast_lr: the ``K`` step sizes used.
         env_steps: ``[K + 1]`` cumulative environment steps per task, up to and
             including the episodes of each step.
+        success: ``[K + 1, N, E]`` 1 for an episode that succeeded at any step, for
+            families that report ``info["success"]``; else ``None``.
     """
 
     returns: np.ndarray
     fast_lr: list[float]
     env_steps: list[float]
+    success: np.ndarray | None = None
 
     def to_dict(self, confidence: float = CONFIDENCE) -> CurveEntry:
         """The ``CURVE`` object of ``eval.json`` (:mod:`maml_rl.evaluation.report`)."""
@@ -47,7 +50,7 @@ class Curve:
             [mean_confidence_interval(self.returns[k, i], confidence)[1] for i in range(n)]
             for k in range(k1)
         ]
-        return {
+        entry: CurveEntry = {
             "step": list(range(k1)),
             "fast_lr": [None, *self.fast_lr],
             "mean": list(means),
@@ -62,6 +65,16 @@ class Curve:
             "per_task_mean": task_means.tolist(),
             "per_task_ci95": per_task_ci,
         }
+        if self.success is not None:
+            entry["success"] = _success_entry(self.success, confidence)
+        return entry
+
+
+def _success_entry(success: np.ndarray, confidence: float) -> SuccessEntry:
+    """Success rate after each step: mean over tasks of each task's rate, its interval."""
+    rates = success.mean(axis=2)  # [K + 1, N]
+    means, halves = zip(*(mean_confidence_interval(r, confidence) for r in rates), strict=True)
+    return {"mean": list(means), "ci95": list(halves), "per_task_mean": rates.tolist()}
 
 
 def adapt(
@@ -113,10 +126,12 @@ def adaptation_curve(
     if len(seeds) != len(fast_lrs) + 1:
         raise ValueError(f"need {len(fast_lrs) + 1} sampler seeds, got {len(seeds)}")
     params: Mapping[str, torch.Tensor] = {k: v.detach() for k, v in policy.named_parameters()}
-    returns, env_steps, total = [], [], 0.0
+    returns, successes, env_steps, total = [], [], [], 0.0
     for k, seed in enumerate(seeds):
         batch = sampler.sample(list(tasks), params, episodes, int(seed))
         returns.append(batch.episode_returns.double().numpy())
+        if batch.episode_success is not None:
+            successes.append(batch.episode_success.double().numpy())
         total += batch.env_steps / len(tasks)
         env_steps.append(total)
         if progress is not None:
@@ -124,7 +139,8 @@ def adaptation_curve(
         if k < len(fast_lrs) and fast_lrs[k] != 0.0:
             params = adapt(policy, params, batch, fast_lrs[k], gamma=gamma,
                            gae_lambda=gae_lambda)  # fmt: skip
-    return Curve(np.stack(returns), [float(lr) for lr in fast_lrs], env_steps)
+    success = np.stack(successes) if successes else None
+    return Curve(np.stack(returns), [float(lr) for lr in fast_lrs], env_steps, success)
 
 
 class Progress:

@@ -22,7 +22,7 @@ from maml_rl.config import Config, config_from_dict
 from maml_rl.evaluation.report import TaskSetEntry, run_label
 from maml_rl.factories import build_policy
 from maml_rl.seeding import eval_seed_sequence, iteration_seeds, seed_int
-from maml_rl.tasks import Task, TaskFamily, family_class
+from maml_rl.tasks import Task, TaskFamily, family_class, sample_training_tasks
 
 __all__ = [
     "EvalSettings",
@@ -298,7 +298,7 @@ def training_task_batches(config: Config, iterations: int) -> Iterator[list[Task
     family = _family(config.env.id)
     for i in range(iterations):
         rng, _, _ = iteration_seeds(config.seed, i, config.maml.num_adapt_steps + 1)
-        yield family.sample_tasks(config.maml.meta_batch_size, rng)
+        yield sample_training_tasks(family, config.maml.meta_batch_size, rng)
 
 
 def training_tasks(config: Config, iterations: int) -> list[Task]:
@@ -358,6 +358,22 @@ def held_out_tasks(env_id: str, num_tasks: int, seed: int, exclude: Iterable[Tas
     num_tasks = _check_int("num_tasks", num_tasks, 1)
     family = _family(env_id)
     excluded = set(exclude)
+    test_set = family.test_tasks()
+    if test_set:
+        rng = np.random.default_rng(eval_seed_sequence(seed, TASKS_STREAM))
+        if num_tasks <= len(test_set):
+            picks = rng.choice(len(test_set), size=num_tasks, replace=False)
+            how = f"{num_tasks} of them drawn without replacement from the evaluation seed stream"
+        else:
+            picks = np.arange(num_tasks) % len(test_set)
+            how = f"every one of them, repeated up to {num_tasks} with its own episodes"
+        return TaskSet(
+            tasks=[test_set[int(i)] for i in picks],
+            held_out=True,
+            rule=f"the family's fixed test set ({len(test_set)} tasks): {how}",
+            training_tasks_checked=len(excluded),
+            redrawn=0,
+        )
     finite = finite_task_set(family.task_cls)
     if finite is not None:
         repeats = -(-num_tasks // len(finite))

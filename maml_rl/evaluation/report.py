@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 from maml_rl.checkpoint import CHECKPOINT_NAME
 
@@ -79,8 +79,17 @@ SCHEMA_VERSION = 1
 # -- the schema -------------------------------------------------------------------------------
 
 
+class SuccessEntry(TypedDict):
+    """Success rate after ``0..K`` steps (families reporting ``info["success"]``)."""
+
+    mean: list[float]
+    ci95: list[float | None]
+    per_task_mean: list[list[float]]
+
+
 class CurveEntry(TypedDict):
-    """``CURVE``: one method's adaptation curve (``None``: an interval of one value)."""
+    """``CURVE``: one method's adaptation curve (``None``: an interval of one value);
+    ``success`` only for families that report it."""
 
     step: list[int]
     fast_lr: list[float | None]
@@ -91,6 +100,7 @@ class CurveEntry(TypedDict):
     env_steps_per_task: list[float]
     per_task_mean: list[list[float]]
     per_task_ci95: list[list[float | None]]
+    success: NotRequired[SuccessEntry]
 
 
 class SettingsEntry(TypedDict):
@@ -286,6 +296,11 @@ def format_summary(result: Mapping[str, Any]) -> str:
     for name, curve in rows:
         cells = [cell(m, h) for m, h in zip(curve["mean"], curve["ci95"], strict=True)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if "success" in curve:
+            s = curve["success"]
+            cells = [cell(100 * m, None if h is None else 100 * h)
+                     for m, h in zip(s["mean"], s["ci95"], strict=True)]  # fmt: skip
+            lines.append(f"| {name}: success % | " + " | ".join(cells) + " |")
     sb3 = result["baselines"].get("sb3_ppo")
     if sb3:
         lines.append("")

@@ -121,6 +121,7 @@ class Sampler:
                 episodes=request.episodes_per_task,
                 obs_dim=self._spec.obs_dim,
                 act_dim=self._spec.act_dim,
+                success=bool(getattr(self._spec.family_cls, "reports_success", False)),
             )
             return layout.to_batch(self._collect(request, layout), request.tasks)
 

@@ -21,9 +21,7 @@ The engine talks to its envs only through the batched-env contract
 
 from __future__ import annotations
 
-import concurrent.futures
-from collections.abc import Generator, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -47,29 +45,22 @@ class RolloutEngine:
         spec.ensure_registered()
         self.spec = spec
         self.policy = spec.policy
-        self._envs: dict[int, BatchedTaskEnv] = {}  # by lane
-        # Two lanes only pay when the simulator has threads to spare for one lane
-        # while the other computes its actions.
-        self._overlap = (spec.num_threads or 1) >= 2 and bool(
-            getattr(spec.family_cls, "steps_release_the_gil", lambda: False)()
-        )
+        self._env: BatchedTaskEnv | None = None
 
-    def _env_for(self, num_envs: int, lane: int = 0) -> BatchedTaskEnv:
-        env = self._envs.get(lane)
-        if env is None or env.num_envs != num_envs:
-            if env is not None:
-                env.close()
+    def _env_for(self, num_envs: int) -> BatchedTaskEnv:
+        if self._env is None or self._env.num_envs != num_envs:
+            if self._env is not None:
+                self._env.close()
             spec = self.spec
-            env = make_task_env(
+            self._env = make_task_env(
                 spec.env_id, num_envs, spec.horizon, spec.env_kwargs, spec.num_threads
             )
-            self._envs[lane] = env
-        return env
+        return self._env
 
     def close(self) -> None:
-        for env in self._envs.values():
-            env.close()
-        self._envs.clear()
+        if self._env is not None:
+            self._env.close()
+            self._env = None
 
     def _draws(
         self, shard: Shard, request: SampleRequest, slot0: int, slots: int
@@ -91,12 +82,6 @@ class RolloutEngine:
     def run(self, shard: Shard, request: SampleRequest, out: Mapping[str, np.ndarray]) -> None:
         """Play every episode of ``shard`` and write it into ``out``.
 
-        When the family's batched env steps outside the GIL on several threads
-        (MuJoCo's batched simulator), the shard is played as two *lanes* (halves of its tasks, or of
-        its episodes): while one lane's envs step on the simulator's threads, the
-        policy is evaluated for the other. A lane is a shard of its own, so the batch
-        is the same as with one lane (see :mod:`maml_rl.samplers.layout`).
-
         Args:
             shard: which episodes.
             request: the sample call.
@@ -104,52 +89,6 @@ class RolloutEngine:
                 ``[n, T, m, ...]`` and ``final_observations [n, m, obs_dim]``; they are
                 zeroed first, so padding is zero.
         """
-        lanes = _halves(shard) if self._overlap else [shard]
-        plays = [
-            self._play(lane, request, _sub_block(out, shard, lane), self._env_for(lane.num_envs, i))
-            for i, lane in enumerate(lanes)
-        ]
-        # Grad mode is set here, around every lane, not inside the generators: a context
-        # entered in one suspended generator and left in another would leave it wrong.
-        try:
-            with torch.no_grad():
-                self._drive(plays)
-        finally:
-            for play in plays:
-                play.close()
-
-    @staticmethod
-    def _drive(plays: list[Generator[Any, Any, None]]) -> None:
-        """Run the lanes' generators to the end, stepping their envs."""
-        if len(plays) == 1:
-            play = plays[0]
-            step = next(play, None)
-            while step is not None:
-                step = _send(play, step[0].step(step[1]))
-            return
-        # Round robin: lane i's envs step in a helper thread (the simulator releases the
-        # GIL) while the next lane computes its actions; then they swap.
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="maml-rl-env") as pool:
-
-            def submit(play: Generator[Any, Any, None], step: Any) -> Any:
-                return None if step is None else (play, pool.submit(step[0].step, step[1]))
-
-            pending = [submit(play, next(play, None)) for play in plays]
-            while any(p is not None for p in pending):
-                for i, entry in enumerate(pending):
-                    if entry is not None:
-                        play, future = entry
-                        pending[i] = submit(play, _send(play, future.result()))
-
-    def _play(
-        self,
-        shard: Shard,
-        request: SampleRequest,
-        out: Mapping[str, np.ndarray],
-        env: BatchedTaskEnv,
-    ) -> Generator[tuple[BatchedTaskEnv, np.ndarray], Any, None]:
-        """Play ``shard`` into ``out``; yields ``(env, actions)`` for each step and is sent
-        back ``env.step(actions)``."""
         spec, horizon = self.spec, self.spec.horizon
         n_all = request.num_tasks
         n, m, k_envs = shard.num_tasks, shard.num_episodes, shard.num_envs
@@ -173,6 +112,7 @@ class RolloutEngine:
         x = torch.zeros(slot1 - slot0, request.episodes_per_task, spec.obs_dim, dtype=spec.dtype)
         x_own = x.numpy()[own_t, own_e]
 
+        env = self._env_for(k_envs)
         env.set_tasks(
             [t for t in request.tasks[shard.task_start : shard.task_stop] for _ in range(m)]
         )
@@ -182,87 +122,57 @@ class RolloutEngine:
         all_running = True
         obs_out, act_out, rew_out = out["observations"], out["actions"], out["rewards"]
         lp_out, mask_out = out["log_probs"], out["mask"]
+        success_out = out.get("success")
         term_out, trunc_out, final_out = (
             out["terminated"],
             out["truncated"],
             out["final_observations"],
         )
-        for t in range(horizon):
-            flat = np.array(obs, dtype=np.float32).reshape(k_envs, spec.obs_dim)
-            if not all_running:
-                flat[~running] = 0.0
-            ob = flat.reshape(n, m, spec.obs_dim)
-            x_own[...] = ob
-            obs_out[:, t] = ob
+        with torch.no_grad():
+            for t in range(horizon):
+                flat = np.array(obs, dtype=np.float32).reshape(k_envs, spec.obs_dim)
+                if not all_running:
+                    flat[~running] = 0.0
+                ob = flat.reshape(n, m, spec.obs_dim)
+                x_own[...] = ob
+                obs_out[:, t] = ob
 
-            dist = self.policy(x, params)
-            if spec.discrete:
-                action = torch.argmax(dist.logits + noise[t], dim=-1)
-            else:
-                action = dist.mean + dist.stddev * noise[t]
-            log_prob = dist.log_prob(action)
-            act = action.numpy()[own_t, own_e].reshape(k_envs, *action.shape[2:])
-            lp = log_prob.numpy()[own_t, own_e].reshape(k_envs)
-            if not all_running:
-                act[~running] = 0
-                lp = np.where(running, lp, 0.0)
+                dist = self.policy(x, params)
+                if spec.discrete:
+                    action = torch.argmax(dist.logits + noise[t], dim=-1)
+                else:
+                    action = dist.mean + dist.stddev * noise[t]
+                log_prob = dist.log_prob(action)
+                act = action.numpy()[own_t, own_e].reshape(k_envs, *action.shape[2:])
+                lp = log_prob.numpy()[own_t, own_e].reshape(k_envs)
+                if not all_running:
+                    act[~running] = 0
+                    lp = np.where(running, lp, 0.0)
 
-            obs, reward, terminated, truncated, _ = yield env, act
-            terminated = np.asarray(terminated, dtype=bool) & running
-            truncated = np.asarray(truncated, dtype=bool) & running
-            if t == horizon - 1:  # the sampler's horizon is the time limit
-                truncated |= running & ~terminated
-            reward = np.asarray(reward, dtype=np.float32)
-            if not all_running:
-                reward = np.where(running, reward, np.float32(0.0))
+                obs, reward, terminated, truncated, info = env.step(act)
+                terminated = np.asarray(terminated, dtype=bool) & running
+                truncated = np.asarray(truncated, dtype=bool) & running
+                if t == horizon - 1:  # the sampler's horizon is the time limit
+                    truncated |= running & ~terminated
+                reward = np.asarray(reward, dtype=np.float32)
+                if not all_running:
+                    reward = np.where(running, reward, np.float32(0.0))
 
-            act_out[:, t] = act.reshape(n, m, *act.shape[1:])
-            lp_out[:, t] = lp.reshape(n, m)
-            rew_out[:, t] = reward.reshape(n, m)
-            term_out[:, t] = terminated.reshape(n, m)
-            trunc_out[:, t] = truncated.reshape(n, m)
-            mask_out[:, t] = running.reshape(n, m)
+                act_out[:, t] = act.reshape(n, m, *act.shape[1:])
+                lp_out[:, t] = lp.reshape(n, m)
+                rew_out[:, t] = reward.reshape(n, m)
+                term_out[:, t] = terminated.reshape(n, m)
+                trunc_out[:, t] = truncated.reshape(n, m)
+                mask_out[:, t] = running.reshape(n, m)
+                if success_out is not None:
+                    succeeded = np.asarray(info.get("success", False), dtype=bool) & running
+                    success_out[:, t] = np.broadcast_to(succeeded, running.shape).reshape(n, m)
 
-            ended = terminated | truncated
-            if ended.any():
-                final = np.asarray(obs, dtype=np.float32).reshape(k_envs, spec.obs_dim)
-                final_out[ended.reshape(n, m)] = final[ended]
-                running &= ~ended
-                all_running = False
-                if not running.any():
-                    break
-
-
-def _send(play: Generator[Any, Any, None], value: Any) -> Any:
-    """``play.send(value)``, or ``None`` once the generator is done."""
-    try:
-        return play.send(value)
-    except StopIteration:
-        return None
-
-
-def _halves(shard: Shard) -> list[Shard]:
-    """Two lanes of a shard: halves of its tasks, or of its episodes for one task."""
-    if shard.num_tasks >= 2:
-        mid = (shard.task_start + shard.task_stop) // 2
-        return [
-            Shard(shard.task_start, mid, shard.episode_start, shard.episode_stop),
-            Shard(mid, shard.task_stop, shard.episode_start, shard.episode_stop),
-        ]
-    if shard.num_episodes >= 2:
-        mid = (shard.episode_start + shard.episode_stop) // 2
-        return [
-            Shard(shard.task_start, shard.task_stop, shard.episode_start, mid),
-            Shard(shard.task_start, shard.task_stop, mid, shard.episode_stop),
-        ]
-    return [shard]
-
-
-def _sub_block(out: Mapping[str, np.ndarray], shard: Shard, lane: Shard) -> dict[str, np.ndarray]:
-    """``lane``'s part of ``shard``'s block ``out`` (views)."""
-    tasks = slice(lane.task_start - shard.task_start, lane.task_stop - shard.task_start)
-    eps = slice(lane.episode_start - shard.episode_start, lane.episode_stop - shard.episode_start)
-    return {
-        name: a[tasks, eps] if name == "final_observations" else a[tasks, :, eps]
-        for name, a in out.items()
-    }
+                ended = terminated | truncated
+                if ended.any():
+                    final = np.asarray(obs, dtype=np.float32).reshape(k_envs, spec.obs_dim)
+                    final_out[ended.reshape(n, m)] = final[ended]
+                    running &= ~ended
+                    all_running = False
+                    if not running.any():
+                        break

@@ -129,6 +129,7 @@ class BatchLayout:
     episodes: int
     obs_dim: int
     act_dim: int | None  # None: discrete actions, stored as int64 indices
+    success: bool = False  # whether the family reports info["success"]
 
     def fields(self) -> list[tuple[str, tuple[int, ...], np.dtype]]:
         n, t, e = self.num_tasks, self.horizon, self.episodes
@@ -144,6 +145,7 @@ class BatchLayout:
             ("truncated", (n, t, e), b),
             ("mask", (n, t, e), f32),
             ("final_observations", (n, e, self.obs_dim), f32),
+            *([("success", (n, t, e), b)] if self.success else []),
         ]
 
     def _offsets(self) -> list[tuple[str, tuple[int, ...], np.dtype, int]]:

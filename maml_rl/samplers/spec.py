@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from maml_rl.tasks import Task, family_class, register_family
+from maml_rl.tasks import Task, family_class, family_spec, register_family
 
 __all__ = ["RolloutSpec", "SampleRequest"]
 
@@ -85,7 +85,10 @@ class RolloutSpec:
         max_episode_steps: int | None,
     ) -> RolloutSpec:
         """Validate the env and the policy against each other and build the spec."""
-        family = family_class(env_id)  # ValueError with a suggestion for an unknown id
+        # A module-qualified id imports its module; the bare id travels to the workers
+        # (the family class, pickled by reference, imports its module there).
+        env_id = family_spec(env_id).id  # ValueError with a suggestion for an unknown id
+        family = family_class(env_id)
         if not isinstance(policy, nn.Module):
             raise ValueError(
                 f"policy must be a torch.nn.Module (e.g. GaussianMLPPolicy), got "
