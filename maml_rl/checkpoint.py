@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from maml_rl.errors import os_reason
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -146,7 +149,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Raises:
         ValueError: one line — no such folder or file, the folder has no checkpoint,
-            or the file is corrupt or not a maml-rl checkpoint.
+            the file is unreadable, empty, truncated or damaged, or it is not a maml-rl
+            checkpoint (which includes any pickle that would run code on load).
     """
     p = Path(path)
     if not p.exists():
@@ -157,13 +161,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"run folder {str(path)!r} has no {CHECKPOINT_NAME} (it is written every "
             "checkpoint_every iterations and at the end; nothing to resume)"
         )
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"checkpoint {str(file)!r} is corrupt or unreadable: {reason}") from None
+    state = _load_refusing_code(file)
     if not isinstance(state, dict) or "format_version" not in state:
-        raise ValueError(f"{str(file)!r} is not a maml-rl checkpoint")
+        raise ValueError(_NOT_OURS.format(file=str(file)))
     if state["format_version"] != FORMAT_VERSION:
         raise ValueError(
             f"checkpoint {str(file)!r} has format version {state['format_version']!r}; this "
@@ -173,3 +173,61 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"checkpoint {str(file)!r} is incomplete: missing {', '.join(missing)}")
     return state
+
+
+#: A file that is no checkpoint of ours: anything that is not the zip archive torch.save
+#: writes, or one whose pickle needs more than tensors and plain containers (a
+#: code-executing pickle among them: it is refused, never loaded with weights_only=False).
+_NOT_OURS = "{file!r} is not a maml-rl checkpoint (or one that would run code on load); refused"
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _load_refusing_code(file: Path) -> Any:
+    """``torch.load(file, weights_only=True)`` with each failure as one line.
+
+    The file is checked as a zip archive first (its table of contents and every member's
+    CRC), so that a truncated or damaged file says so instead of miniz's or the
+    unpickler's internals, and a file that is no zip archive at all (a plain or legacy
+    pickle, text) is refused without unpickling a byte of it.
+    """
+    name = repr(str(file))
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as f:
+            magic = f.read(len(_ZIP_MAGIC))
+    except OSError as exc:
+        raise ValueError(f"cannot read checkpoint {name}: {os_reason(exc)}") from None
+    again = "copy it again from where it came from, or resume or evaluate another checkpoint"
+    if size == 0:
+        raise ValueError(f"checkpoint {name} is empty (0 bytes); {again}")
+    if magic != _ZIP_MAGIC:
+        raise ValueError(_NOT_OURS.format(file=str(file)))
+    try:
+        with zipfile.ZipFile(file) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        # A zip archive's table of contents is at its end: a cut-off file lost it.
+        raise ValueError(
+            f"checkpoint {name} is truncated ({size} bytes, the end of the archive is "
+            f"missing: an interrupted copy?); {again}"
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"cannot read checkpoint {name}: {os_reason(exc)}") from None
+    if damaged is not None:
+        raise ValueError(
+            f"checkpoint {name} is damaged (a checksum mismatch in {damaged}); {again}"
+        )
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols on its way to refusing a foreign pickle.
+            warnings.simplefilter("ignore")
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # The weights-only unpickler met a global it does not allow: never retried unsafely.
+        raise ValueError(_NOT_OURS.format(file=str(file))) from None
+    except OSError as exc:
+        raise ValueError(f"cannot read checkpoint {name}: {os_reason(exc)}") from None
+    except Exception as exc:  # a zip archive with some other content than torch.save's
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {name} is corrupt ({reason}); {again}") from None

@@ -14,6 +14,7 @@ import errno
 import json
 import math
 import os
+import pickle
 import re
 import signal
 import socket
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from maml_rl.samplers import ProcessSampler
 from maml_rl.samplers.ray import check_ray_address
 from maml_rl.trainer import Diverged, Trainer
 
-from conftest import TINY
+from conftest import TINY, run_cli
 
 
 def one_line(capsys: pytest.CaptureFixture[str], argv: Sequence[str]) -> tuple[int, str, str]:
@@ -727,3 +729,124 @@ def test_unknown_key_suggests_the_key_where_it_belongs(
 ) -> None:
     rc, _, err = one_line(capsys, ["train", f"{key}=3"])
     assert rc == 2 and err.endswith(f"; did you mean '{meant}'?")
+
+
+# -- 6. checkpoints that are truncated, damaged, foreign or would run code ----------------
+
+
+class RunsCode:
+    """Unpickled, this would create ``marker``: what a malicious checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+NOT_OURS = "is not a maml-rl checkpoint (or one that would run code on load); refused"
+AGAIN = "copy it again from where it came from, or resume or evaluate another checkpoint"
+
+
+def flip_a_data_byte(file: Path) -> None:
+    """Flip the first byte of the largest member's data in the zip archive ``file``."""
+    with zipfile.ZipFile(file) as archive:
+        info = max(archive.infolist(), key=lambda i: i.compress_size)
+    data = bytearray(file.read_bytes())
+    name_len, extra_len = (
+        int.from_bytes(data[info.header_offset + o : info.header_offset + o + 2], "little")
+        for o in (26, 28)
+    )
+    data[info.header_offset + 30 + name_len + extra_len] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def bad_checkpoints(good: Path, folder: Path) -> dict[str, tuple[Path, str]]:
+    """``{case: (file, the message's tail)}``."""
+    size = good.stat().st_size
+    cases: dict[str, tuple[Path, str]] = {}
+
+    def case(name: str, content: bytes, tail: str) -> None:
+        file = folder / f"{name}.pt"
+        file.write_bytes(content)
+        cases[name] = (file, tail)
+
+    case("empty", b"", f"is empty (0 bytes); {AGAIN}")
+    case("truncated", good.read_bytes()[: size // 2], f"is truncated ({size // 2} bytes, ")
+    case("damaged", good.read_bytes(), "is damaged (a checksum mismatch in ")
+    flip_a_data_byte(cases["damaged"][0])
+    case("text", b"hello\n", NOT_OURS)
+    case("pickle", pickle.dumps({"policy": {}}, protocol=4), NOT_OURS)
+    state = load_checkpoint(good)
+    torch.save({**state, "agent": RunsCode(folder / "pwned")}, folder / "code.pt")
+    cases["code"] = (folder / "code.pt", NOT_OURS)
+    torch.save({"weights": torch.zeros(2)}, folder / "foreign.pt")
+    cases["foreign"] = (folder / "foreign.pt", NOT_OURS)
+    return cases
+
+
+CASES = ["empty", "truncated", "damaged", "text", "pickle", "code", "foreign"]
+
+
+@pytest.mark.filterwarnings("error")  # torch's warnings on the way to a refusal stay inside
+@pytest.mark.parametrize("case", CASES)
+def test_a_bad_checkpoint_is_one_line_and_never_runs_code(
+    case: str,
+    tiny_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    no_evaluation(monkeypatch)
+    file, tail = bad_checkpoints(tiny_run / "checkpoint.pt", tmp_path)[case]
+    rc, out, err = one_line(capsys, ["evaluate", str(file), *EVAL])
+    assert rc == 2 and out == ""
+    assert err.startswith(f"maml-rl evaluate: error: checkpoint '{file}' ") or err.startswith(
+        f"maml-rl evaluate: error: '{file}' "
+    )
+    assert tail in err and "weights_only" not in err
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.slow
+def test_resuming_a_code_executing_checkpoint_is_refused_in_a_real_process(
+    tiny_run: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(
+        bad_checkpoints(tiny_run / "checkpoint.pt", tmp_path)["code"][0].read_bytes()
+    )
+    done = run_cli("train", "--resume", str(run))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"maml-rl train: error: '{run / 'checkpoint.pt'}' {NOT_OURS}\n"
+    assert not (tmp_path / "pwned").exists()
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt"]  # nothing written
+
+
+def test_a_truncated_checkpoint_names_the_fix_and_a_kept_one_resumes_bit_identically(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["train", *TINY, f"logdir={tmp_path}", "num_batches=2"]
+    assert main([*base, "keep_checkpoint_every=1", "run_name=a"]) == 0
+    assert main([*base, "run_name=b"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "a"
+    data = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(data[:-100])  # a copy that stopped short
+    rc, out, err = one_line(capsys, ["train", "--resume", str(run), "num_batches=3"])
+    assert rc == 2 and out == ""
+    assert err == (
+        f"maml-rl train: error: checkpoint '{run / 'checkpoint.pt'}' is truncated "
+        f"({len(data) - 100} bytes, the end of the archive is missing: an interrupted copy?); "
+        f"{AGAIN}"
+    )
+    # The kept checkpoint of iteration 1, resumed, ends where the uninterrupted run did.
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "checkpoint.pt").write_bytes(
+        (run / "checkpoints" / "iteration_000001.pt").read_bytes()
+    )
+    assert main(["train", "--resume", str(again)]) == 0
+    assert load_checkpoint(again)["iteration"] == 2
+    assert same_state(load_checkpoint(again)["policy"], load_checkpoint(tmp_path / "b")["policy"])
