@@ -26,6 +26,7 @@ killed outright (``kill -9``) leaves its temporary file behind;
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import warnings
@@ -73,8 +74,12 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     tmp = _temporary(path, os.getpid())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Serialised in memory first: a failed write into torch's zip writer (a full disk)
+        # surfaces as a RuntimeError of its end-of-archive check, the OSError only chained.
+        buffer = io.BytesIO()
+        torch.save(dict(state), buffer)
         with tmp.open("wb") as f:
-            torch.save(dict(state), f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
         os.replace(tmp, path)

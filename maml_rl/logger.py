@@ -94,10 +94,14 @@ class JsonlLogger:
                 r for r in read_jsonl(self.path) if r.get("iteration", 0) <= keep_until_iteration
             ]
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(
-                "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept), encoding="utf-8"
-            )
-            tmp.replace(self.path)
+            try:
+                tmp.write_text(
+                    "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept), encoding="utf-8"
+                )
+                tmp.replace(self.path)
+            except BaseException:  # a full disk: metrics.jsonl stays as it was, no leftover
+                tmp.unlink(missing_ok=True)
+                raise
         self._file: TextIO | None = self.path.open("a", encoding="utf-8")
 
     def write(self, metrics: Mapping[str, float], step: int) -> None:

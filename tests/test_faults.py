@@ -10,18 +10,20 @@ that used to be accepted silently, and unreadable or unsafe checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import errno
+import functools
 import json
 import math
 import os
 import pickle
 import re
+import resource
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -303,17 +305,58 @@ def test_metrics_jsonl_is_strict_json_and_names_the_rejection(tmp_path: Path) ->
 LOGDIR_FIX = "pass a writable folder with --logdir DIR (or logdir=DIR)"
 
 
-def read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
-    """Make ``folder`` (and everything under it) look like a read-only filesystem to the
-    writability checks: as root, a ``chmod``-ed folder stays writable."""
-    real = tempfile.TemporaryFile
+CLI = f"{shlex.quote(sys.executable)} -m maml_rl.cli"
 
-    def probe(*args: Any, dir: Any = None, **kwargs: Any) -> Any:
-        if dir is not None and Path(dir).resolve().is_relative_to(folder.resolve()):
-            raise OSError(errno.EROFS, "Read-only file system")
-        return real(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(tempfile, "TemporaryFile", probe)
+@functools.cache
+def _mount_namespace() -> tuple[str, ...] | None:
+    """The ``unshare`` prefix that runs a command in a private mount namespace where it may
+    mount filesystems (as root, or in a user namespace), or None where neither works."""
+    if shutil.which("unshare") is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        for prefix in (
+            ("unshare", "--mount", "--propagation", "private"),
+            ("unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"),
+        ):
+            probe = [*prefix, "mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", folder]
+            if subprocess.run(probe, capture_output=True).returncode == 0:
+                return prefix
+    return None
+
+
+def with_mounts(script: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the shell ``script`` in a private mount namespace: its mounts (a read-only
+    filesystem, a tiny one) are real, and vanish with it."""
+    prefix = _mount_namespace()
+    if prefix is None:
+        pytest.skip("mounting a filesystem needs root or user namespaces (unshare --mount)")
+    return subprocess.run(
+        [*prefix, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def read_only_tmpfs(folder: Path) -> str:
+    """Shell: mount an empty read-only filesystem on ``folder``."""
+    return f"mount -t tmpfs -o ro,size=64k tmpfs {shlex.quote(str(folder))}"
+
+
+def cli_args(args: Sequence[str | Path]) -> str:
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def without_root_override() -> list[str]:
+    """A command prefix under which a ``chmod``-ed folder is not writable: none for a
+    user; for root, ``setpriv`` dropping the capabilities that bypass permissions."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("as root, a chmod 555 folder stays writable without setpriv")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 def test_logdir_that_is_a_file_is_refused_before_any_work(
@@ -329,33 +372,50 @@ def test_logdir_that_is_a_file_is_refused_before_any_work(
     assert sorted(tmp_path.iterdir()) == [file]
 
 
-def test_read_only_logdir_is_refused_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    read_only(monkeypatch, tmp_path)
-    rc, out, err = one_line(capsys, ["train", *TINY, "--logdir", str(tmp_path / "runs")])
-    assert rc == 2 and out == ""
-    assert err == (
-        f"maml-rl train: error: cannot write logdir '{tmp_path / 'runs'}' (in '{tmp_path}'): "
-        f"read-only file system; {LOGDIR_FIX}"
+@pytest.mark.slow
+def test_logdir_on_a_read_only_filesystem_is_refused_before_any_work(tmp_path: Path) -> None:
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    logdir = mnt / "runs"
+    done = with_mounts(
+        f"{read_only_tmpfs(mnt)} && exec {CLI} train {cli_args([*TINY, '--logdir', logdir])}"
     )
-    assert not any(tmp_path.iterdir())
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"maml-rl train: error: cannot write logdir '{logdir}' (in '{mnt}'): read-only file "
+        f"system; {LOGDIR_FIX}\n"
+    )
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() == 0,
-    reason="root writes into a chmod 555 folder; the simulated read-only case covers root",
-)
-def test_chmod_read_only_logdir_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.mark.slow
+def test_logdir_in_a_folder_without_write_permission_is_refused(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     try:
-        rc, _, err = one_line(capsys, ["train", *TINY, "--logdir", str(locked)])
+        done = subprocess.run(
+            [
+                *without_root_override(),
+                sys.executable,
+                "-m",
+                "maml_rl.cli",
+                "train",
+                *TINY,
+                "--logdir",
+                str(locked / "runs"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
     finally:
         locked.chmod(0o755)
-    assert rc == 2 and "permission denied" in err and err.endswith(LOGDIR_FIX)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"maml-rl train: error: cannot write logdir '{locked / 'runs'}' (in '{locked}'): "
+        f"permission denied; {LOGDIR_FIX}\n"
+    )
+    assert not any(locked.iterdir())
 
 
 def test_resume_takes_the_checkpoint_file_of_a_run_or_says_what_to_pass(
@@ -380,20 +440,31 @@ def test_resume_takes_the_checkpoint_file_of_a_run_or_says_what_to_pass(
     )
 
 
-def test_resuming_a_read_only_run_is_refused_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.slow
+def test_resuming_a_run_on_a_read_only_filesystem_is_refused_before_any_work(
+    tmp_path: Path,
 ) -> None:
-    assert main(["train", *TINY, "num_batches=1", f"logdir={tmp_path}", "run_name=a"]) == 0
-    capsys.readouterr()
-    before = sorted(p.name for p in (tmp_path / "a").iterdir())
-    read_only(monkeypatch, tmp_path / "a")
-    rc, out, err = one_line(capsys, ["train", "--resume", str(tmp_path / "a"), "num_batches=2"])
-    assert rc == 2 and out == ""
-    assert err == (
-        f"maml-rl train: error: cannot write run folder '{tmp_path / 'a'}': read-only file "
-        "system; make it writable, or copy the run and resume the copy"
+    base = ["train", *TINY, f"logdir={tmp_path}"]
+    assert main([*base, "num_batches=1", "run_name=a"]) == 0
+    assert main([*base, "num_batches=2", "run_name=b"]) == 0
+    run = tmp_path / "a"
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    q = shlex.quote(str(run))  # the run folder, bound read-only onto itself
+    done = with_mounts(
+        f"mount --bind {q} {q} && mount -o remount,bind,ro {q} && "
+        f"exec {CLI} train --resume {q} num_batches=2"
     )
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == before
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"maml-rl train: error: cannot write run folder '{run}': read-only file system; make it "
+        "writable, or copy the run and resume the copy\n"
+    )
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    # Writable again, the run resumes and ends where the uninterrupted one did.
+    assert main(["train", "--resume", str(run), "num_batches=2"]) == 0
+    a, b = (without_timings(read_jsonl(tmp_path / r / "metrics.jsonl")) for r in "ab")
+    assert a == b and len(a) == 2
+    assert same_state(load_checkpoint(run)["policy"], load_checkpoint(tmp_path / "b")["policy"])
 
 
 def no_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -425,57 +496,93 @@ def test_evaluate_out_that_is_a_file_is_refused_before_the_evaluation(
     )
 
 
-def test_evaluate_out_on_a_read_only_folder_is_refused_before_the_evaluation(
-    tiny_run: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.slow
+def test_evaluate_out_on_a_read_only_filesystem_is_refused_before_the_evaluation(
+    tiny_run: Path, tmp_path: Path
 ) -> None:
-    no_evaluation(monkeypatch)
-    read_only(monkeypatch, tmp_path)
-    out_dir = tmp_path / "eval"
-    rc, _, err = one_line(capsys, ["evaluate", str(tiny_run), "--out", str(out_dir), *EVAL])
-    assert rc == 2
-    assert err == (
-        f"maml-rl evaluate: error: cannot write output folder '{out_dir}' (in '{tmp_path}'): "
-        "read-only file system; pass a writable folder with --out DIR"
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    out_dir = mnt / "eval"
+    # The evaluation would take seconds and write into the run folder's neighbourhood
+    # first; the refusal comes before it (no eval.json anywhere).
+    done = with_mounts(
+        f"{read_only_tmpfs(mnt)} && exec {CLI} evaluate "
+        f"{cli_args([tiny_run, '--out', out_dir, *EVAL])}"
     )
-    assert not out_dir.exists()
-
-
-def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    base = [*TINY, f"logdir={tmp_path}", "checkpoint_every=1", "num_batches=4"]
-    real_save = torch.save
-    saves: list[int] = []
-
-    def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
-        saves.append(1)
-        if len(saves) >= 3:  # the checkpoint of iteration 3 finds the disk full
-            f.write(b"\0" * 16)  # a partial write into the temporary file
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save)
-    rc, _, err = one_line(capsys, ["train", *base, "run_name=a"])
-    monkeypatch.setattr(torch, "save", real_save)
-    run = tmp_path / "a"
-    assert rc == 1
-    assert err == (
-        f"maml-rl train: error: training stopped: cannot write '{run / 'checkpoint.pt'}' (no "
-        f"space left on device); the checkpoint of iteration 2 in {run} is intact; free space "
-        f"on that disk, then continue with: maml-rl train --resume {run}"
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"maml-rl evaluate: error: cannot write output folder '{out_dir}' (in '{mnt}'): "
+        "read-only file system; pass a writable folder with --out DIR\n"
     )
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temp file
-    assert load_checkpoint(run)["iteration"] == 2
+    assert not list(tiny_run.rglob("eval.json"))
 
-    assert main(["train", "--resume", str(run)]) == 0
-    assert main(["train", *base, "run_name=b"]) == 0
-    a, b = (without_timings(read_jsonl(tmp_path / r / "metrics.jsonl")) for r in "ab")
+
+#: A run whose checkpoint (about 47 KB) is larger than the room left on a "full" disk,
+#: while a line of metrics.jsonl and of the TensorBoard log (about 1 KB each) still fit.
+FULL = [*TINY, "policy.hidden_sizes=[64, 64]", "checkpoint_every=1"]
+
+
+def check_full_disk_stop(run: Path, copy: Path, err: str, reason: str, remedy: str) -> None:
+    """The one line of a run stopped by a failed checkpoint write of iteration 3 and the
+    state left: the checkpoint of iteration 2, no temporary file."""
+    assert err == (
+        f"maml-rl train: error: training stopped: cannot write '{run / 'checkpoint.pt'}' "
+        f"({reason}); the checkpoint of iteration 2 in {run} is intact; {remedy}, then "
+        f"continue with: maml-rl train --resume {run}\n"
+    )
+    assert not [p.name for p in copy.rglob("*.tmp")]
+    assert load_checkpoint(copy)["iteration"] == 2
+
+
+def resumes_like_uninterrupted(run: Path, tmp_path: Path) -> None:
+    assert main(["train", "--resume", str(run), "num_batches=4"]) == 0
+    assert main(["train", *FULL, f"logdir={tmp_path}", "num_batches=4", "run_name=b"]) == 0
+    a, b = (without_timings(read_jsonl(r / "metrics.jsonl")) for r in (run, tmp_path / "b"))
     assert a == b and len(a) == 4
-    ta, tb = (load_checkpoint(tmp_path / r)["policy"] for r in "ab")
-    assert same_state(ta, tb)
+    assert same_state(load_checkpoint(run)["policy"], load_checkpoint(tmp_path / "b")["policy"])
+
+
+@pytest.mark.slow
+def test_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    assert main(["train", *FULL, f"logdir={tmp_path}", "num_batches=2", "run_name=a"]) == 0
+    disk, copy = tmp_path / "disk", tmp_path / "copy"
+    disk.mkdir()
+    d, run = shlex.quote(str(disk)), disk / "a"
+    done = with_mounts(
+        f"mount -t tmpfs -o size=1m tmpfs {d} && cp -a {shlex.quote(str(tmp_path / 'a'))} {d} && "
+        f"(dd if=/dev/zero of={d}/fill bs=4k 2>/dev/null || true) && "  # the disk is full
+        f"truncate -s -32k {d}/fill && "  # 32 KiB left
+        f"{{ {CLI} train --resume {shlex.quote(str(run))} num_batches=4; rc=$?; }}; "
+        f"cp -a {shlex.quote(str(run))} {shlex.quote(str(copy))}; exit $rc"
+    )
+    assert done.returncode == 1, done.stderr
+    check_full_disk_stop(
+        run, copy, done.stderr, "no space left on device", "free space on that disk"
+    )
+    resumes_like_uninterrupted(copy, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_write_over_the_file_size_limit_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    assert main(["train", *FULL, f"logdir={tmp_path}", "num_batches=2", "run_name=a"]) == 0
+    run = tmp_path / "a"
+    assert (run / "checkpoint.pt").stat().st_size > 40_000
+    limit = 24_000  # bytes per file: every file of the run but checkpoint.pt stays below
+
+    def limit_file_size() -> None:  # Python ignores SIGXFSZ: the write fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "maml_rl.cli", "train", "--resume", str(run), "num_batches=4"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        preexec_fn=limit_file_size,
+    )
+    assert done.returncode == 1, done.stderr
+    check_full_disk_stop(run, run, done.stderr, "file too large", "check that path and its disk")
+    resumes_like_uninterrupted(run, tmp_path)
 
 
 def test_stale_temporary_checkpoints_are_removed_at_the_next_start(tmp_path: Path) -> None:
@@ -559,7 +666,9 @@ def test_restarted_worker_repeats_the_sample_call_bit_identically(
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_kill_9_of_a_worker_is_one_line_and_a_checkpoint(tmp_path: Path) -> None:
+def test_kill_9_of_a_worker_is_one_line_and_a_checkpoint_that_resumes_bit_identically(
+    tmp_path: Path,
+) -> None:
     cmd = [sys.executable, "-m", "maml_rl.cli", "train", f"logdir={tmp_path}", *TINY, *PROCESS]
     proc = subprocess.Popen(
         [*cmd, "num_batches=100000", "checkpoint_every=0"],
@@ -591,7 +700,16 @@ def test_kill_9_of_a_worker_is_one_line_and_a_checkpoint(tmp_path: Path) -> None
     assert f"(pid {workers[0]}) died while sampling (killed by SIGKILL)" in line
     assert "continue with: maml-rl train --resume" in line
     (run,) = tmp_path.iterdir()
-    assert load_checkpoint(run)["iteration"] >= 2
+    done = load_checkpoint(run)["iteration"]
+    assert done >= 2
+    # The checkpoint resumes (on sync: every backend gives the same episodes) to the same
+    # metrics and θ as an uninterrupted run.
+    n = f"num_batches={done + 1}"
+    assert main(["train", "--resume", str(run), "--sampler", "sync", n]) == 0
+    assert main(["train", *TINY, f"logdir={tmp_path}", n, "run_name=b"]) == 0
+    a, b = (without_timings(read_jsonl(r / "metrics.jsonl")) for r in (run, tmp_path / "b"))
+    assert a == b and len(a) == done + 1
+    assert same_state(load_checkpoint(run)["policy"], load_checkpoint(tmp_path / "b")["policy"])
 
 
 # -- 4. a Ray address where nothing listens ---------------------------------------------------
@@ -619,10 +737,9 @@ def test_ray_address_where_nothing_listens_is_one_line_and_no_run_folder(
         server.bind(("127.0.0.1", 0))
         server.listen()
         address = f"127.0.0.1:{server.getsockname()[1]}"
-        t0 = time.monotonic()
+        # (a hang here runs into the test's timeout: ray's own retries take minutes)
         rc, _, err = one_line(capsys, [*argv, "--ray-address", address])
-        waited = time.monotonic() - t0
-    assert rc == 2 and waited < 30
+    assert rc == 2
     assert err == (
         f"maml-rl train: error: no Ray cluster at {address}: something listens there but does "
         f"not answer as Ray's GCS within 2 s (sampler.ray_connect_timeout_s); {fix}"
