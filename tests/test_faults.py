@@ -5,6 +5,13 @@ that had to stop, its last good state checkpointed; 130: interrupted) and, where
 checkpoint exists, that it still loads and the run resumes bit-identically: a diverged
 training, filesystem errors, a dead sampler worker, an unreachable Ray cluster, inputs
 that used to be accepted silently, and unreadable or unsafe checkpoints.
+
+The faults are real where they can be: a worker is killed with SIGKILL; a read-only
+filesystem, a full disk and a file-size limit are mounts in a private mount namespace
+(``unshare``) or ``RLIMIT_FSIZE`` of a CLI subprocess, and a ``chmod``-ed folder is
+written by a process without ``CAP_DAC_OVERRIDE``. In-process CLI calls see no Python
+warning (pytest captures those), so the cases where a library warns on the way to the
+failure run with warnings as errors or in a subprocess.
 """
 
 from __future__ import annotations
