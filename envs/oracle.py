@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from maml_rl.adapters import OpaqueTask
 from maml_rl.tasks import (
     Task,
     TaskFamily,
@@ -272,6 +273,13 @@ def oracle_env_id(base_id: str) -> str:
     rewards, tasks and time limit, with the task's fields appended to the observation.
     """
     base_id = family_spec(base_id).id  # a clear error for an unknown id; module imported
+    base_family: Any = family_class(base_id)
+    if issubclass(base_family.task_cls, OpaqueTask):
+        raise ValueError(
+            f"the oracle observes a task's numeric fields; {base_id} is a duck-typed family "
+            "whose tasks are its own values: give it a Task dataclass (subclass "
+            "maml_rl.tasks.TaskFamily) to compare against the oracle"
+        )
     ns, name, version = gym.envs.registration.parse_env_id(base_id)
     oracle_id = f"{ns}{ORACLE_SUFFIX}/{name}-v{version}"
     if oracle_id not in gym.registry:

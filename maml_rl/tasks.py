@@ -265,8 +265,20 @@ def register_family(
     cls = entry_point
     if isinstance(cls, str):
         cls = gym.envs.registration.load_env_creator(cls)  # type: ignore[assignment]
-    if not (isinstance(cls, type) and issubclass(cls, TaskFamily)):
-        raise ValueError(f"{env_id}: entry point {entry_point!r} is not a TaskFamily subclass")
+    if not isinstance(cls, type):
+        raise ValueError(f"{env_id}: entry point {entry_point!r} is not a class")
+    if not issubclass(cls, TaskFamily):  # duck-typed: registered as it is, then adopted
+        if max_episode_steps is None:
+            max_episode_steps = getattr(cls, "horizon", None)
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id,
+                entry_point=cls,  # type: ignore[arg-type]
+                max_episode_steps=max_episode_steps,
+                kwargs=kwargs,
+            )
+        _adopt(env_id)
+        return
     if max_episode_steps is None:
         max_episode_steps = cls.horizon
     if env_id in gym.registry:
@@ -329,22 +341,45 @@ def import_families(module: str, context: str = "") -> None:
 
 def _adopt(env_id: str) -> None:
     """Take a family registered with ``gymnasium.register`` (not :func:`register_family`)
-    into the task-family registry, if its env class is a :class:`TaskFamily`."""
+    into the task-family registry: a :class:`TaskFamily` env class as it is, a duck-typed
+    one (``sample_tasks`` / ``set_task`` / ``task``) through its adapter
+    (:mod:`maml_rl.adapters`), which the Gymnasium registration then points at."""
     if env_id in _FAMILIES or env_id not in gym.registry:
         return
-    entry = gym.spec(env_id).entry_point
+    spec = gym.spec(env_id)
+    entry = spec.entry_point
     cls = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
     if isinstance(cls, type) and issubclass(cls, TaskFamily):
         _FAMILIES[env_id] = cls
         return
+    from maml_rl import adapters  # the adapter subclasses TaskFamily: imported here
+
     name = getattr(cls, "__qualname__", repr(cls))
-    missing = [attr for attr in PROTOCOL if not hasattr(cls, attr)]
-    what = f"lacks {', '.join(missing)}" if missing else "is not a maml_rl.tasks.TaskFamily"
-    raise ValueError(
-        f"{env_id} is registered with Gymnasium but its env {name} {what}: a task family "
-        f"subclasses maml_rl.tasks.TaskFamily (task_cls, sample_tasks(n, rng), _apply_task); "
-        "see README, 'Plugging in a task family'"
+    missing = (
+        adapters.missing_protocol(cls, dict(spec.kwargs))
+        if isinstance(cls, type)
+        else list(PROTOCOL)
     )
+    if missing:
+        raise ValueError(
+            f"{env_id} is registered with Gymnasium but its env {name} lacks "
+            f"{', '.join(missing)}: a task family offers sample_tasks(n[, rng]), "
+            "set_task(task) and task, or subclasses maml_rl.tasks.TaskFamily; see README, "
+            "'Plugging in a task family'"
+        )
+    if spec.max_episode_steps is None:
+        raise ValueError(
+            f"{env_id}: register it with max_episode_steps=... (the episode length); "
+            "maml-rl samples episodes of a fixed horizon"
+        )
+    adapter = adapters.adapter_class(
+        env_id,
+        cls,  # type: ignore[arg-type]
+        spec.max_episode_steps,
+        dict(spec.kwargs),
+    )
+    gym.registry[env_id] = dataclasses.replace(spec, entry_point=adapter)  # type: ignore[arg-type]
+    _FAMILIES[env_id] = adapter
 
 
 def family_spec(env_id: str) -> gym.envs.registration.EnvSpec:

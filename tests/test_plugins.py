@@ -9,6 +9,8 @@
   evaluated on the second;
 * a family reporting ``info["success"]`` gets per-step success flags in its batches,
   success rates in the trainer's metrics and in ``maml-rl evaluate``;
+* a duck-typed env (``sample_tasks`` / ``set_task`` / ``task``, no ``TaskFamily``) is
+  adapted: its own task values, reproducible sampling, workers, evaluation;
 * ``examples/line_reacher.py`` trains and evaluates through the CLI, on worker
   processes, and resumes from its stored config.
 """
@@ -41,6 +43,7 @@ from maml_rl.evaluation import (
 from maml_rl.samplers import make_sampler
 from maml_rl.tasks import (
     Task,
+    TaskFamily,
     family_class,
     family_ids,
     family_spec,
@@ -275,3 +278,157 @@ def test_families_that_report_no_success_have_none() -> None:
     with make_sampler("MetaRL/Navigation2D-v0", policy, max_episode_steps=5) as sampler:
         batch = sampler.sample(tasks, policy.params(), 2, seed=1)
     assert batch.success is None and batch.episode_success is None
+
+
+# -- duck-typed families --------------------------------------------------------------------
+
+DUCK_MODULE = '''
+import gymnasium as gym
+import numpy as np
+
+
+class OldStyleNav(gym.Env):
+    """Point navigation written for an earlier meta-RL library."""
+
+    def __init__(self, low=-0.5, high=0.5):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.action_space = gym.spaces.Box(-0.1, 0.1, (2,), np.float32)
+        self.low, self.high = low, high
+        self.set_task({"goal": np.zeros(2)})
+
+    def sample_tasks(self, num_tasks):  # the global generator, as those libraries did
+        goals = np.random.uniform(self.low, self.high, size=(num_tasks, 2))
+        return [{"goal": goal} for goal in goals]
+
+    def set_task(self, task):
+        self.task = task
+        self._goal = np.asarray(task["goal"])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._state = np.zeros(2, np.float32)
+        return self._state.copy(), {}
+
+    def step(self, action):
+        self._state = (self._state + np.clip(action, -0.1, 0.1)).astype(np.float32)
+        reward = -float(np.linalg.norm(self._state - self._goal))
+        return self._state.copy(), reward, False, False, {"distance": -reward}
+
+
+class RngNav(OldStyleNav):
+    @classmethod
+    def sample_tasks(cls, n, rng):
+        return [{"goal": g} for g in rng.uniform(-0.5, 0.5, size=(n, 2))]
+
+
+class Unpicklable(OldStyleNav):
+    def sample_tasks(self, num_tasks):
+        return [lambda: k for k in range(num_tasks)]
+
+
+class NoTask(gym.Env):
+    def sample_tasks(self, n):
+        return [0] * n
+
+    def set_task(self, task):
+        pass
+
+
+gym.register("Duck/OldStyleNav-v0", entry_point=OldStyleNav, max_episode_steps=6)
+gym.register("Duck/RngNav-v0", entry_point=RngNav, max_episode_steps=6)
+gym.register("Duck/Unpicklable-v0", entry_point=Unpicklable, max_episode_steps=6)
+gym.register("Duck/NoTask-v0", entry_point=NoTask, max_episode_steps=6)
+gym.register("Duck/NoLimit-v0", entry_point=OldStyleNav)
+'''
+
+
+@pytest.fixture(scope="module")
+def duck_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("duck")
+    name = "maml_rl_test_duck"
+    (folder / f"{name}.py").write_text(textwrap.dedent(DUCK_MODULE))
+    sys.path.insert(0, str(folder))
+    yield name
+    sys.path.remove(str(folder))
+
+
+def test_a_duck_typed_env_is_adapted_with_its_own_tasks(duck_module: str) -> None:
+    duck = f"{duck_module}:Duck/OldStyleNav-v0"
+    cls = family_class(duck)
+    assert issubclass(cls, TaskFamily) and cls.horizon == 6
+    assert cls.task_distribution == "Point navigation written for an earlier meta-RL library."
+    np.random.seed(123)  # noqa: NPY002 (the global generator the user's code draws from)
+    before = np.random.get_state()[1].copy()  # noqa: NPY002
+    a = cls.sample_tasks(4, np.random.default_rng(7))
+    b = cls.sample_tasks(4, np.random.default_rng(7))
+    # Same generator state, same tasks; NumPy's global generator is left as it was.
+    assert np.array_equal(np.random.get_state()[1], before)  # noqa: NPY002
+    assert all(np.array_equal(x.value["goal"], y.value["goal"]) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0].value["goal"], a[1].value["goal"])
+    assert a[0] == b[0] and a[0] != a[1] and len({*a, *b}) == 4  # equal values, equal tasks
+    assert all(-0.5 <= g <= 0.5 for t in a for g in t.value["goal"])
+    env = make_family(duck)
+    family = env.unwrapped
+    family.set_task(a[2])
+    assert family.env.task is a[2].value  # the user's env gets its own value back
+    assert family.task is a[2]
+    env.reset(seed=0)
+    reward = env.step(np.zeros(2, np.float32))[1]
+    assert reward == pytest.approx(-float(np.linalg.norm(a[2].value["goal"])))
+    # A plain dict is taken as a task too; the report form is JSON.
+    family.set_task({"goal": np.array([0.1, 0.2])})
+    assert family.task.to_dict() == {"value": {"goal": [0.1, 0.2]}}
+    # register_family takes a duck-typed class as well.
+    rng_cls = family_class(f"{duck_module}:Duck/RngNav-v0")
+    c = rng_cls.sample_tasks(3, np.random.default_rng(1))
+    expected = np.random.default_rng(1).uniform(-0.5, 0.5, size=(3, 2))
+    assert np.array_equal(np.stack([t.value["goal"] for t in c]), expected)
+
+
+def test_duck_typed_envs_missing_parts_are_one_line_errors(duck_module: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        family_spec(f"{duck_module}:Duck/NoTask-v0")
+    assert "lacks task" in _one_line(exc)
+    with pytest.raises(ValueError) as exc:
+        family_spec(f"{duck_module}:Duck/NoLimit-v0")
+    assert "max_episode_steps" in _one_line(exc)
+    cls = family_class(f"{duck_module}:Duck/Unpicklable-v0")
+    with pytest.raises(ValueError) as exc:
+        cls.sample_tasks(2, np.random.default_rng(0))
+    assert "must be picklable" in _one_line(exc)
+    from maml_rl.envs.oracle import oracle_env_id
+
+    with pytest.raises(ValueError) as exc:
+        oracle_env_id(f"{duck_module}:Duck/OldStyleNav-v0")
+    assert "duck-typed" in _one_line(exc)
+
+
+@pytest.mark.slow
+def test_a_duck_typed_family_trains_on_workers_and_evaluates(
+    duck_module: str, tmp_path: Path
+) -> None:
+    """Process workers rebuild the adapter from its name (importing the user's module);
+    their batch equals the in-process one bit for bit."""
+    duck = f"{duck_module}:Duck/OldStyleNav-v0"
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, (8, 8))
+    tasks = family_class(duck).sample_tasks(3, np.random.default_rng(0))
+    batches = []
+    for backend in ("sync", "process"):
+        with make_sampler(duck, policy, backend=backend, num_workers=2) as sampler:
+            batches.append(sampler.sample(tasks, policy.params(), 2, seed=5))
+    assert torch.equal(batches[0].rewards, batches[1].rewards)
+    assert torch.equal(batches[0].observations, batches[1].observations)
+
+    run = tmp_path / "run"
+    config = load_config(None, [f"env.id={duck}", "maml.meta_batch_size=3",
+                                "maml.fast_batch_size=2", "policy.hidden_sizes=[8, 8]",
+                                "num_batches=2", "update_threads=1"])  # fmt: skip
+    trainer = Trainer(config, run, console=False)
+    metrics = trainer.train()
+    trainer.close()
+    assert np.isfinite(metrics["rollout/return_post_adapt"])
+    result = evaluate([run], EvalSettings(adapt_steps=1, num_tasks=2), out="")
+    tasks_out = result["tasks"]
+    assert len(tasks_out) == 2 and set(tasks_out[0]) == {"value"}
+    assert len(tasks_out[0]["value"]["goal"]) == 2
