@@ -35,6 +35,7 @@ estimate: both distributions are at hand.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -53,6 +54,7 @@ from maml_rl.agents.maml import (
 )
 from maml_rl.agents.policies import Policy
 from maml_rl.batch import EpisodeBatch
+from maml_rl.divergence import REJECTION_TAG, StepRejection, all_finite
 from maml_rl.validation import Validated, bounded
 
 __all__ = ["MAMLPPO", "PPOConfig", "clipped_surrogate", "update_kl_coefficient"]
@@ -210,18 +212,22 @@ class MAMLPPO(InnerLoop):
             the update); ``train/grad_norm`` (mean pre-clipping meta-gradient norm over
             the epochs run); ``train/step_norm`` (norm of the change of ``θ``);
             ``train/inner_loss`` (mean pre-adaptation inner loss);
-            ``train/ppo_epochs_run`` (Adam steps taken: fewer than ``ppo_epochs`` after
-            an early stop on ``target_kl``, or a non-finite loss or gradient, which
-            takes no step); ``train/inner_kl`` (mean pre-update KL after the update)
-            and, with the penalty, ``train/inner_kl_coef`` (mean ``η`` used in this
-            step); ``train/meta_lr`` (Adam's rate in this step); ``time/ppo_epoch_s``
-            (seconds per epoch).
+            ``train/ppo_epochs_run`` (Adam steps kept: fewer than ``ppo_epochs`` after
+            an early stop on ``target_kl``, 0 after a rejection);
+            ``train/step_accepted`` (1/0) and ``train/step_rejected_reason`` (a
+            :class:`~maml_rl.divergence.StepRejection` code, 0 if accepted): a
+            non-finite loss, gradient or updated policy in any epoch rejects the whole
+            update, leaving ``θ`` and Adam's state as they were; ``train/inner_kl``
+            (mean pre-update KL after the update) and, with the penalty,
+            ``train/inner_kl_coef`` (mean ``η`` used in this step); ``train/meta_lr``
+            (Adam's rate in this step); ``time/ppo_epoch_s`` (seconds per Adam step).
         """
         check_meta_batches(train_batches, valid_batch, self.maml.num_adapt_steps)
         train = [self.samples(b) for b in train_batches]
         valid = self.samples(valid_batch)
         params = list(self.policy.parameters())
         theta_before = [p.detach().clone() for p in params]
+        adam_before = copy.deepcopy(self.optimizer.state_dict())
         coefs_used = list(self.inner_kl_coefs)
         meta_lr = self.current_meta_lr()
         for group in self.optimizer.param_groups:
@@ -233,8 +239,8 @@ class MAMLPPO(InnerLoop):
         inner_old_log_probs: list[torch.Tensor] | None = None
         inner_old_dists: list[Distribution] = []
         loss_before = inner_loss = math.nan
-        grad_norms: list[float] = []
-        epochs_run = 0
+        grad_norms: list[float] = []  # one per Adam step
+        rejected = StepRejection.NONE
         t0 = time.perf_counter()
         for epoch in range(self.ppo.ppo_epochs):
             with torch.enable_grad():  # also under a caller's torch.no_grad()
@@ -265,6 +271,8 @@ class MAMLPPO(InnerLoop):
                     penalty = sum(c * kl for c, kl in zip(self.inner_kl_coefs, kls, strict=True))
                     loss = loss + penalty / self.maml.num_adapt_steps
                 if not math.isfinite(loss.item()):
+                    # After a step, the loss is that of the updated policy.
+                    rejected = StepRejection.LOSS if epoch == 0 else StepRejection.UPDATE
                     break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -272,18 +280,32 @@ class MAMLPPO(InnerLoop):
             max_norm = math.inf if self.ppo.max_grad_norm is None else self.ppo.max_grad_norm
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
             if not math.isfinite(norm):
-                self.optimizer.zero_grad(set_to_none=True)
+                rejected = StepRejection.GRADIENT
                 break
             grad_norms.append(norm)
             self.optimizer.step()
-            epochs_run += 1
+            if not all_finite(params):
+                rejected = StepRejection.UPDATE
+                break
         self.optimizer.zero_grad(set_to_none=True)
         t1 = time.perf_counter()
 
         metrics, inner_kls = self._after_update_metrics(
             train, valid, old_log_probs, old_dist, inner_old_log_probs, inner_old_dists
         )
-        if self.ppo.adaptive_inner_kl:
+        after = (metrics["train/surrogate_loss_after"], metrics["train/kl"])
+        if rejected == StepRejection.NONE and not all(math.isfinite(v) for v in after):
+            rejected = StepRejection.UPDATE
+        if rejected != StepRejection.NONE:
+            # Nothing non-finite becomes θ: undo every epoch's step, Adam's moments too.
+            with torch.no_grad():
+                for p, before in zip(params, theta_before, strict=True):
+                    p.copy_(before)
+            self.optimizer.load_state_dict(adam_before)
+            metrics, inner_kls = self._after_update_metrics(
+                train, valid, old_log_probs, old_dist, inner_old_log_probs, inner_old_dists
+            )
+        elif self.ppo.adaptive_inner_kl:
             self.inner_kl_coefs = [
                 update_kl_coefficient(c, kl, self.ppo.inner_kl_target)
                 for c, kl in zip(self.inner_kl_coefs, inner_kls, strict=True)
@@ -296,9 +318,13 @@ class MAMLPPO(InnerLoop):
                 "train/grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else math.nan,
                 "train/step_norm": step_norm,
                 "train/inner_loss": inner_loss,
-                "train/ppo_epochs_run": float(epochs_run),
+                "train/ppo_epochs_run": float(
+                    len(grad_norms) if rejected == StepRejection.NONE else 0
+                ),
+                "train/step_accepted": float(rejected == StepRejection.NONE),
+                REJECTION_TAG: float(rejected),
                 "train/meta_lr": meta_lr,
-                "time/ppo_epoch_s": (t1 - t0) / max(epochs_run, 1),
+                "time/ppo_epoch_s": (t1 - t0) / max(len(grad_norms), 1),
             }
         )
         self.updates += 1

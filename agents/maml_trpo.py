@@ -42,6 +42,7 @@ from maml_rl.agents.linearizers_gaussian_mlp import GaussianMLPLinearizer
 from maml_rl.agents.maml import InnerLoop, MAMLConfig, check_meta_batches
 from maml_rl.agents.policies import Params, Policy
 from maml_rl.batch import EpisodeBatch
+from maml_rl.divergence import REJECTION_TAG
 from maml_rl.optim import trust_region_step
 from maml_rl.validation import Validated, bounded
 
@@ -169,9 +170,10 @@ class MAMLTRPO(InnerLoop):
     ) -> dict[str, float]:
         """One TRPO meta-update of the policy's parameters (in place).
 
-        A non-finite loss, gradient or step direction, or a line search that finds
-        no acceptable step, leaves the parameters untouched
-        (``train/step_accepted = 0``).
+        A non-finite loss, gradient or step direction, a line search whose candidates
+        are all non-finite, or one that finds no acceptable step, leaves the parameters
+        untouched (``train/step_accepted = 0``, and ``train/step_rejected_reason`` says
+        why: a :class:`~maml_rl.divergence.StepRejection` code).
 
         Args:
             train_batches: one batch per inner step; batch ``k`` was sampled with the
@@ -182,7 +184,8 @@ class MAMLTRPO(InnerLoop):
             Metrics: ``train/surrogate_loss`` (before the step),
             ``train/surrogate_loss_after``, ``train/kl`` (of the applied step, 0 if
             none), ``train/line_search_steps`` (candidates tried, 0 if the search did
-            not run), ``train/step_accepted`` (1/0), ``train/inner_loss`` (mean
+            not run), ``train/step_accepted`` (1/0), ``train/step_rejected_reason``
+            (0 if accepted), ``train/inner_loss`` (mean
             pre-adaptation inner loss), ``train/grad_norm`` (meta-gradient norm),
             ``train/step_norm`` (norm of the applied step), ``train/cg_residual``
             (relative residual of the CG solve), ``train/cg_iterations`` (Hessian-vector
@@ -213,6 +216,7 @@ class MAMLTRPO(InnerLoop):
             "train/kl": result.kl,
             "train/line_search_steps": float(result.line_search_steps),
             "train/step_accepted": float(result.accepted),
+            REJECTION_TAG: float(result.rejected),
             "train/inner_loss": lin.inner_loss,
             "train/grad_norm": result.grad_norm,
             "train/step_norm": result.step_norm,

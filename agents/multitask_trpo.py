@@ -16,6 +16,7 @@ from torch.distributions import kl_divergence
 from maml_rl.agents.maml import TaskSamples, detach_distribution
 from maml_rl.agents.policies import Policy
 from maml_rl.batch import EpisodeBatch
+from maml_rl.divergence import REJECTION_TAG
 from maml_rl.optim import flatten, trust_region_step
 
 __all__ = ["MultiTaskTRPO"]
@@ -68,7 +69,8 @@ class MultiTaskTRPO:
         Returns:
             ``train/surrogate_loss`` (before), ``train/surrogate_loss_after``,
             ``train/kl`` (of the applied step; 0 if none), ``train/line_search_steps``,
-            ``train/step_accepted`` (1/0), ``train/grad_norm``.
+            ``train/step_accepted`` (1/0), ``train/step_rejected_reason`` (0 if
+            accepted), ``train/grad_norm``.
         """
         dtype = next(self.policy.parameters()).dtype
         samples = TaskSamples.from_batch(batch, self.gamma, self.gae_lambda, dtype=dtype)
@@ -112,4 +114,5 @@ class MultiTaskTRPO:
             "train/kl": result.kl,
             "train/line_search_steps": float(result.line_search_steps),
             "train/step_accepted": float(result.accepted),
+            REJECTION_TAG: float(result.rejected),
         }

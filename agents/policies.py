@@ -204,7 +204,10 @@ class GaussianMLPPolicy(Policy):
         log_std = params["log_std"].clamp(min=self.min_log_std)
         if stacked:  # [N, act] -> [N, 1, ..., 1, act] to broadcast over the batch dims
             log_std = log_std.reshape(log_std.shape[0], *([1] * (mean.dim() - 2)), -1)
-        return Independent(Normal(mean, log_std.exp().expand_as(mean)), 1)
+        # No argument validation: a diverged policy's non-finite output is reported by
+        # the caller (a rejected step), not raised from inside torch.distributions.
+        scale = log_std.exp().expand_as(mean)
+        return Independent(Normal(mean, scale, validate_args=False), 1, validate_args=False)
 
 
 class CategoricalMLPPolicy(Policy):
@@ -226,7 +229,7 @@ class CategoricalMLPPolicy(Policy):
     ) -> Categorical:
         params = self.params() if params is None else params
         self._check_obs(obs, params)
-        return Categorical(logits=self._torso(obs, params))
+        return Categorical(logits=self._torso(obs, params), validate_args=False)
 
 
 def stack_params(

@@ -9,7 +9,8 @@ Subcommands:
   (:mod:`maml_rl.evaluation`).
 
 Every error a user can cause ends in one line on stderr and exit status 2,
-never a traceback.
+never a traceback; a run that has to stop part-way (diverged, a dead worker, a full
+disk) ends in one line and exit status 1, after checkpointing its last good state.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from maml_rl.errors import RunStopped, os_reason, os_remedy
 
 if TYPE_CHECKING:
     from maml_rl.evaluation import EvalSettings
@@ -85,6 +88,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 )
         trainer = Trainer.resume(args.resume, overrides)
         print(f"resuming {trainer.run_dir} after iteration {trainer.iteration}", flush=True)
+        if trainer.config_edits:
+            taken = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in trainer.config_edits.items())
+            print(f"with the edits of {trainer.run_dir / 'config.yaml'}: {taken}", flush=True)
     else:
         config = load_config(args.config, overrides)
         trainer = Trainer(config)
@@ -271,10 +277,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError) as exc:
         print(f"maml-rl {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RunStopped as exc:
+        print(f"maml-rl {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # one the checks before the work could not foresee (a full disk)
+        where = f" ({str(exc.filename)!r})" if exc.filename else ""
+        print(
+            f"maml-rl {args.command}: error: {os_reason(exc)}{where}; {os_remedy(exc)}",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt as exc:
         # The trainer's Interrupted says where the checkpoint is and how to resume.
-        print(f"maml-rl {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"maml-rl {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        _release_broken_stdout()
         return 130
+
+
+def _release_broken_stdout() -> None:
+    """After a reader of stdout went away (``maml-rl train | head``), point stdout at
+    the null device, so that the interpreter's final flush adds no error of its own."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -122,6 +122,15 @@ class SamplerConfig(Validated):
     """Threads on which each sampling process steps the MuJoCo simulations (mujoco ≥ 3.17);
     0: the machine's cores, divided among the workers. Episodes do not depend on it."""
 
+    restart_workers: bool = False
+    """Replace a ``process`` worker or Ray actor that dies (killed, out of memory) and play
+    its episodes again — the same batch, bit for bit; ``false``: training stops, with a
+    checkpoint of the last finished iteration and the command that resumes it."""
+
+    ray_connect_timeout_s: float = bounded(30.0, gt=0.0)
+    """Seconds a Ray cluster at ``ray_address`` has to answer (an address where nothing
+    listens fails at once)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(Validated):
@@ -168,6 +177,12 @@ class Config(Validated):
     """Also keep a copy ``checkpoints/iteration_<N>.pt`` every this many iterations, to
     evaluate the policy along the run (``maml-rl evaluate RUN/checkpoints/*.pt``); 0: keep
     only the latest ``checkpoint.pt``."""
+
+    max_rejected_iterations: int = bounded(5, ge=0)
+    """Stop training (after checkpointing) once this many consecutive meta-steps were
+    rejected, at least one of them for non-finite values (a diverged run), naming the
+    likely cause; 0: never stop. Rejections by a TRPO line search alone (finite, no better
+    step found) never stop a run."""
 
     logdir: str = "runs"
     """Parent folder of the run folder."""
@@ -365,8 +380,8 @@ def load_config(
         overrides: ``["section.key=value", ...]`` or ``{"section.key": value}``.
 
     Raises:
-        ValueError: one line — a missing or unreadable file, invalid YAML, an unknown
-            key, a wrong type or an out-of-range value (naming the dotted key).
+        ValueError: one line — a missing, unreadable or empty file, invalid YAML, an
+            unknown key, a wrong type or an out-of-range value (naming the dotted key).
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -381,9 +396,14 @@ def load_config(
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read config file {str(path)!r}: {exc}") from None
         loaded = parse_yaml(text, source=str(path))
-        if loaded is not None and not isinstance(loaded, Mapping):
+        if loaded is None:  # nothing but blank lines and comments
+            raise ValueError(
+                f"config file {str(path)!r} is empty; put config keys in it (see configs/) or "
+                "drop --config for the embedded default"
+            )
+        if not isinstance(loaded, Mapping):
             raise ValueError(f"{path}: a config file must be a mapping of keys, got {got(loaded)}")
-        data = dict(loaded or {})
+        data = dict(loaded)
         try:
             config_from_dict(data)  # report file errors with the file's name
         except ValueError as exc:

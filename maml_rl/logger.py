@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from maml_rl.divergence import REJECTION_TAG, rejection_text
+
 __all__ = [
     "ConsoleLogger",
     "InMemoryLogger",
@@ -73,7 +75,9 @@ class JsonlLogger:
     """One JSON object per write (``{"env_steps": step, **metrics}``) appended to a file.
 
     Each line is flushed, so the file is complete up to the last finished
-    iteration even after a crash.
+    iteration even after a crash. The lines are strict JSON: a non-finite value (a
+    diverged run's NaN loss) is written as ``null``. A rejected step's
+    ``train/step_rejected_reason`` code comes with its text, ``step_rejected_reason``.
 
     Args:
         path: the ``metrics.jsonl`` file (created with its parent folders).
@@ -90,15 +94,24 @@ class JsonlLogger:
                 r for r in read_jsonl(self.path) if r.get("iteration", 0) <= keep_until_iteration
             ]
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            tmp.replace(self.path)
+            try:
+                tmp.write_text(
+                    "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept), encoding="utf-8"
+                )
+                tmp.replace(self.path)
+            except BaseException:  # a full disk: metrics.jsonl stays as it was, no leftover
+                tmp.unlink(missing_ok=True)
+                raise
         self._file: TextIO | None = self.path.open("a", encoding="utf-8")
 
     def write(self, metrics: Mapping[str, float], step: int) -> None:
         if self._file is None:
             raise ValueError(f"JsonlLogger({self.path}) is closed")
         record = {"env_steps": int(step), **{k: _plain(v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(record) + "\n")
+        reason = rejection_text(metrics.get(REJECTION_TAG, 0.0))
+        if reason is not None:
+            record["step_rejected_reason"] = reason
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
         self._file.flush()
 
     def close(self) -> None:
@@ -119,10 +132,12 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-friendly scalar (numpy/torch scalars become Python numbers)."""
+    """A strict-JSON scalar (numpy/torch scalars become Python numbers, non-finite
+    ones ``None``)."""
     if isinstance(value, (bool, int, str)) or value is None:
         return value
-    return float(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 class TensorBoardLogger:
@@ -186,8 +201,9 @@ class ConsoleLogger:
     """One clean line per iteration: returns before/after adaptation, KL, timings.
 
     ``[ 12/40] steps 960,000 | return pre -35.21 post -28.40 | kl 0.0093 | 4.1 s
-    (sample 3.0 + update 1.1)``. Lines (not a progress bar) read well in terminals,
-    in CI logs and in files.
+    (sample 3.0 + update 1.1)``, and ``| step rejected: <why>`` after a rejected
+    meta-step. Lines (not a progress bar) read well in terminals, in CI logs and in
+    files.
     """
 
     def __init__(self, num_batches: int | None = None, stream: TextIO | None = None) -> None:
@@ -216,6 +232,9 @@ class ConsoleLogger:
                 f"(sample {metrics.get('time/sample_s', math.nan):.1f} + "
                 f"update {metrics.get('time/update_s', math.nan):.1f})"
             )
+        reason = rejection_text(metrics.get(REJECTION_TAG, 0.0))
+        if reason is not None:
+            parts.append(f"| step rejected: {reason}")
         print(" ".join(parts), file=self.stream, flush=True)
 
     def close(self) -> None:

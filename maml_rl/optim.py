@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from maml_rl.divergence import StepRejection, all_finite
+
 __all__ = [
     "CGResult",
     "LineSearchResult",
@@ -132,6 +134,7 @@ class LineSearchResult:
         steps: candidates evaluated (1 = the full step was accepted).
         loss: objective at the accepted step (``loss_before`` if none).
         kl: constraint value at the accepted step (0.0 if none).
+        non_finite: candidates whose objective or KL was not finite.
     """
 
     accepted: bool
@@ -139,6 +142,7 @@ class LineSearchResult:
     steps: int
     loss: float
     kl: float
+    non_finite: int = 0
 
 
 def backtracking_line_search(
@@ -172,12 +176,15 @@ def backtracking_line_search(
     if not math.isfinite(loss_before):
         return LineSearchResult(False, 0.0, 0, loss_before, 0.0)
     fraction = 1.0
+    non_finite = 0
     for step in range(1, max_steps + 1):
         loss, kl = evaluate(fraction)
-        if math.isfinite(loss) and math.isfinite(kl) and loss < loss_before and kl <= max_kl:
-            return LineSearchResult(True, fraction, step, loss, kl)
+        if not (math.isfinite(loss) and math.isfinite(kl)):
+            non_finite += 1
+        elif loss < loss_before and kl <= max_kl:
+            return LineSearchResult(True, fraction, step, loss, kl, non_finite)
         fraction *= backtrack_ratio
-    return LineSearchResult(False, 0.0, max_steps, loss_before, 0.0)
+    return LineSearchResult(False, 0.0, max_steps, loss_before, 0.0, non_finite)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +202,7 @@ class TrustRegionResult:
         cg_residual: its residual norm relative to the gradient's (NaN if not run).
         cg_s: seconds spent in the solve.
         line_search_s: seconds spent in the line search and applying the step.
+        rejected: why no step was applied (:attr:`StepRejection.NONE` if one was).
     """
 
     accepted: bool
@@ -207,6 +215,7 @@ class TrustRegionResult:
     cg_residual: float
     cg_s: float
     line_search_s: float
+    rejected: StepRejection = StepRejection.NONE
 
 
 def trust_region_step(
@@ -230,7 +239,8 @@ def trust_region_step(
     fractions ``1, r, r², …`` of ``−β s`` by :func:`backtracking_line_search`. The
     accepted candidate is copied into ``params``; if the loss, the gradient or the
     direction is not finite, or no candidate is accepted, ``params`` are left as they
-    are.
+    are. A candidate with a non-finite entry is never evaluated (it counts as a
+    non-finite one), and every accepted one has a finite objective and KL.
 
     Args:
         params: the parameters (e.g. ``dict(module.named_parameters())``), updated in
@@ -253,12 +263,23 @@ def trust_region_step(
     grad_norm = grad.norm().item()
     full_step: torch.Tensor | None = None
     cg_residual, cg_iterations = math.nan, 0
-    if math.isfinite(loss) and math.isfinite(grad_norm):
+    rejected = StepRejection.NONE
+    if not math.isfinite(loss):
+        rejected = StepRejection.LOSS
+    elif not math.isfinite(grad_norm):
+        rejected = StepRejection.GRADIENT
+    else:
         cg = conjugate_gradient(lambda v: hvp(v) + damping * v, grad, cg_iters)
         cg_residual = cg.residual_norm / max(grad_norm, 1e-30)
         cg_iterations = cg.iterations
-        if cg.xAx > 0 and math.isfinite(cg.xAx) and bool(torch.isfinite(cg.x).all()):
+        if cg.xAx > 0 and math.isfinite(cg.xAx) and all_finite([cg.x]):
             full_step = -math.sqrt(2.0 * max_kl / cg.xAx) * cg.x
+            if not all_finite([full_step]):  # 2 max_kl / xAx overflowed
+                full_step, rejected = None, StepRejection.UPDATE
+        elif math.isfinite(cg.xAx) and all_finite([cg.x]):
+            rejected = StepRejection.NO_IMPROVEMENT  # a zero gradient: nothing to step along
+        else:
+            rejected = StepRejection.DIRECTION
     t1 = time.perf_counter()
 
     theta_old = flatten([p.detach() for p in params.values()])
@@ -267,9 +288,18 @@ def trust_region_step(
         step = full_step
 
         def at(fraction: float) -> tuple[float, float]:
-            return evaluate(unflatten(theta_old + fraction * step, params))
+            candidate = theta_old + fraction * step
+            if not all_finite([candidate]):
+                return math.nan, math.nan
+            return evaluate(unflatten(candidate, params))
 
         search = backtracking_line_search(at, loss, max_kl, ls_max_steps, ls_backtrack_ratio)
+        if not search.accepted:
+            rejected = (
+                StepRejection.UPDATE
+                if search.non_finite == search.steps
+                else StepRejection.NO_IMPROVEMENT
+            )
     step_norm = 0.0
     if search.accepted and full_step is not None:
         new = unflatten(theta_old + search.fraction * full_step, params)
@@ -289,4 +319,5 @@ def trust_region_step(
         cg_residual=cg_residual,
         cg_s=t1 - t0,
         line_search_s=t2 - t1,
+        rejected=rejected,
     )

@@ -419,7 +419,11 @@ def make_family(env_id: str, **kwargs: Any) -> gym.Env:
 
 def check_family_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
     """Raise a one-line ``ValueError`` naming any ``env.kwargs`` key the family's constructor
-    does not accept, with the closest accepted one."""
+    does not accept, with the closest accepted one, or whose value holds a non-finite
+    number (refused as a task's fields are)."""
+    for key, value in kwargs.items():
+        if not _all_finite(value):
+            raise ValueError(f"env.kwargs.{key} must be finite, got {value!r}")
     params = inspect.signature(family_class(env_id)).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -436,6 +440,18 @@ def check_family_kwargs(env_id: str, kwargs: Mapping[str, Any]) -> None:
                 f"env.kwargs.{key}: {env_id} takes no argument {key!r}; {hint}"
                 f"it takes: {', '.join(accepted) or 'none'}"
             )
+
+
+def _all_finite(value: Any) -> bool:
+    """Whether every number in ``value`` (a number, or lists and mappings of them) is
+    finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_all_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    return True
 
 
 def unwrap_family(env: gym.Env) -> TaskFamily:

@@ -87,15 +87,18 @@ def all_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 def unknown_key(cls: type, key: str, prefix: str, root: type) -> ValueError:
+    """The error for ``prefix + key``, not a field of ``cls``, with the likeliest key meant:
+    the same name in another section (a key put in the wrong section: ``fast_lr=0.1`` for
+    ``maml.fast_lr=0.1``), else the closest name in the key's own section, else the closest
+    dotted key anywhere."""
     names = [f.name for f in dataclasses.fields(cls)]
     dotted = prefix + key
+    everywhere = all_keys(root)
+    same_leaf = [k for k in everywhere if k.rsplit(".", 1)[-1] == key]
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
-    suggestion = prefix + close[0] if close else None
+    suggestion = same_leaf[0] if same_leaf else prefix + close[0] if close else None
     if suggestion is None:
-        # A key put in the wrong section (``fast_lr=0.1`` instead of ``maml.fast_lr=0.1``).
-        everywhere = all_keys(root)
-        same_leaf = [k for k in everywhere if k.rsplit(".", 1)[-1] == key]
-        close = same_leaf or difflib.get_close_matches(dotted, everywhere, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(dotted, everywhere, n=1, cutoff=0.6)
         suggestion = close[0] if close else None
     where = f"in section '{prefix[:-1]}'" if prefix else "at the top level"
     hint = f"; did you mean '{suggestion}'?" if suggestion else f" (valid: {', '.join(names)})"

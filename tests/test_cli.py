@@ -100,7 +100,7 @@ def test_resume_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "has no checkpoint.pt" in capsys.readouterr().err
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
     assert main(["train", "--resume", str(tmp_path)]) == 2
-    assert "is corrupt or unreadable" in capsys.readouterr().err
+    assert "is not a maml-rl checkpoint" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path), "--config", "x.yaml"]) == 2
     assert "drop --config" in capsys.readouterr().err
 

@@ -164,7 +164,7 @@ def test_cli_errors_are_one_line(
     assert "no run folder or checkpoint" in cli_error(capsys, str(tmp_path / "missing"))
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    assert "corrupt" in cli_error(capsys, str(tmp_path / "bad"))
+    assert "is not a maml-rl checkpoint" in cli_error(capsys, str(tmp_path / "bad"))
     (tmp_path / "empty").mkdir()
     assert "no checkpoint.pt" in cli_error(capsys, str(tmp_path / "empty"))
     run = str(tiny_run)

@@ -193,7 +193,7 @@ def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path: Path) -> None:
     cfg = tiny(logdir=str(tmp_path / "runs"))
     with pytest.raises(ValueError, match="takes no argument 'tsk'; did you mean 'task'"):
         Trainer(cfg.replace({"env.kwargs": {"tsk": None}}), console=False)
-    assert list((tmp_path / "runs").iterdir()) == []
+    assert not (tmp_path / "runs").exists()  # nothing is created before the sampler runs
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)

@@ -64,6 +64,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import maml_rl
+from maml_rl.errors import check_writable_folder
 from maml_rl.evaluation.baselines import (
     BASELINES,
     Baseline,
@@ -154,12 +155,16 @@ def evaluate(
 
     Raises:
         ValueError: one line — a missing/corrupt checkpoint, runs of another family
-            than requested, or invalid settings.
+            than requested, invalid settings, or an output folder that cannot be written
+            (checked before the evaluation runs).
     """
     settings = settings or EvalSettings()
     if not runs:
         raise ValueError("evaluate needs at least one run folder or checkpoint")
     loaded = [load_run(r) for r in runs]
+    out_dir = None if out == "" else Path(out) if out is not None else default_out_dir(runs)
+    if out_dir is not None:  # before the work, not after it
+        check_writable_folder(out_dir, "output folder", "pass a writable folder with --out DIR")
     labels = unique_labels([r.label for r in loaded])
     env_id = check_same_family(loaded, settings.env_id)
     first = loaded[0].config
@@ -237,6 +242,6 @@ def evaluate(
         "baselines": baseline_entries,
         "timing_s": timing,
     }
-    if out != "":
-        write_outputs(result, Path(out) if out is not None else default_out_dir(runs))
+    if out_dir is not None:
+        write_outputs(result, out_dir)
     return result

@@ -46,11 +46,11 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from maml_rl.samplers.base import Sampler
+from maml_rl.samplers.base import Sampler, WorkerDied
 from maml_rl.samplers.engine import RolloutEngine
 from maml_rl.samplers.layout import BatchLayout, Shard, partition, policy_slots
 from maml_rl.samplers.process import ProcessSampler
-from maml_rl.samplers.ray import RaySampler
+from maml_rl.samplers.ray import RAY_CONNECT_TIMEOUT_S, RaySampler
 from maml_rl.samplers.spec import RolloutSpec, SampleRequest
 from maml_rl.samplers.sync import SyncSampler
 from maml_rl.threads import available_cores
@@ -66,6 +66,7 @@ __all__ = [
     "Sampler",
     "Shard",
     "SyncSampler",
+    "WorkerDied",
     "make_sampler",
     "partition",
     "policy_slots",
@@ -85,6 +86,8 @@ def make_sampler(
     env_kwargs: Mapping[str, Any] | None = None,
     max_episode_steps: int | None = None,
     num_threads: int | None = None,
+    restart_workers: bool = False,
+    ray_connect_timeout_s: float = RAY_CONNECT_TIMEOUT_S,
 ) -> Sampler:
     """Build a sampler for a task family.
 
@@ -105,13 +108,18 @@ def make_sampler(
             mujoco ≥ 3.17); ``None``: this machine's cores for ``sync``, divided among
             the workers for ``process``, 1 for ``ray`` (each actor reserves one CPU).
             The batch does not depend on it.
+        restart_workers: ``process``/``ray``: replace a worker that dies and play its
+            episodes again (the same batch, bit for bit); ``False``: a death raises
+            :class:`WorkerDied`.
+        ray_connect_timeout_s: ``ray`` with an address: how long the cluster has to
+            answer before a one-line ``ValueError`` (nothing listening fails at once).
 
     Returns:
         A :class:`Sampler`; close it (or use it as a context manager) to stop workers.
 
     Raises:
         ValueError: unknown backend or family, ``num_workers < 1``, a policy that
-            does not fit the env's spaces, ...
+            does not fit the env's spaces, no Ray cluster at ``ray_address``, ...
         ImportError: ``backend="ray"`` without Ray installed.
     """
     if backend not in BACKENDS:
@@ -148,5 +156,5 @@ def make_sampler(
     if backend == "sync":
         return SyncSampler(spec)
     if backend == "process":
-        return ProcessSampler(spec, int(num_workers))
-    return RaySampler(spec, int(num_workers), ray_address)
+        return ProcessSampler(spec, int(num_workers), restart_workers)
+    return RaySampler(spec, int(num_workers), ray_address, restart_workers, ray_connect_timeout_s)

@@ -26,7 +26,22 @@ from maml_rl.samplers.spec import RolloutSpec, SampleRequest
 from maml_rl.tasks import Task
 from maml_rl.threads import torch_threads
 
-__all__ = ["Sampler"]
+__all__ = ["Sampler", "WorkerDied"]
+
+
+class WorkerDied(RuntimeError):
+    """A sampler worker process or actor died (killed, out of memory, a crash); the
+    sampler is closed.
+
+    Attributes:
+        summary: which worker and how it ended, one line, without the advice on the
+            sampler (e.g. ``"sampler worker 1 (pid 123) died while sampling (killed by
+            SIGKILL)"``).
+    """
+
+    def __init__(self, summary: str, advice: str = "the sampler is closed, create a new one"):
+        super().__init__(f"{summary}; {advice}")
+        self.summary = summary
 
 
 class Sampler:
@@ -93,7 +108,8 @@ class Sampler:
         Raises:
             ValueError: tasks of another family, params that do not match the policy
                 or the task count, ``episodes_per_task < 1``, a negative seed.
-            RuntimeError: the sampler is closed, or a worker died or failed.
+            WorkerDied: a worker died (and was not restarted); the sampler is closed.
+            RuntimeError: the sampler is closed, or a worker failed.
         """
         if self._closed:
             raise RuntimeError(f"this {self.backend} sampler is closed; create a new one")

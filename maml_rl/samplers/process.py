@@ -9,6 +9,7 @@ episodes straight into one shared-memory block that the parent copies out.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
 import os
 import pickle
@@ -24,12 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from maml_rl.samplers.base import Sampler
+from maml_rl.samplers.base import Sampler, WorkerDied
 from maml_rl.samplers.engine import RolloutEngine
 from maml_rl.samplers.layout import BatchLayout, Shard, partition
 from maml_rl.samplers.spec import RolloutSpec, SampleRequest
 
 __all__ = ["ProcessSampler", "process_worker_main"]
+
+_log = logging.getLogger(__name__)
 
 
 class _WorkerPool:
@@ -88,47 +91,72 @@ class ProcessSampler(Sampler):
     Each worker builds its own batched env and policy copy once; each call sends
     it its shard and the stacked parameters, and it writes its episodes straight
     into one shared-memory block that the parent copies out. A worker that dies
-    makes :meth:`sample` raise ``RuntimeError`` as soon as the parent notices the
-    process is gone (it waits on the process sentinels, not on a timeout).
+    makes :meth:`sample` raise :class:`~maml_rl.samplers.base.WorkerDied` as soon as
+    the parent notices the process is gone (it waits on the process sentinels, not on
+    a timeout) — or, with ``restart_workers``, is replaced by a fresh worker that plays
+    its shard again: a shard's episodes depend only on the seed, so the batch is the
+    same, bit for bit.
     """
 
     backend = "process"
 
-    def __init__(self, spec: RolloutSpec, num_workers: int) -> None:
+    #: Restarts of dead workers one sample call may make before it gives up.
+    max_restarts_per_call = 2
+
+    def __init__(self, spec: RolloutSpec, num_workers: int, restart_workers: bool = False) -> None:
         super().__init__(spec, num_workers)
         self._pool = _WorkerPool()
         self._finalizer = weakref.finalize(self, self._pool.shutdown)
-        ctx = mp.get_context("spawn")
-        spec_bytes = pickle.dumps(spec)
+        self._restart_workers = restart_workers
+        self._spec_bytes = pickle.dumps(spec)
         try:
             for w in range(num_workers):
-                parent_conn, child_conn = ctx.Pipe(duplex=True)
-                proc = ctx.Process(
-                    target=process_worker_main,
-                    args=(child_conn, spec_bytes),
-                    name=f"maml-rl-sampler-{w}",
-                    daemon=True,
-                )
-                proc.start()
-                child_conn.close()
-                self._pool.processes.append(proc)
-                self._pool.conns.append(parent_conn)
-            for w, (kind, payload) in self._gather(list(range(num_workers)), "starting").items():
-                if kind != "ready":
-                    raise RuntimeError(f"sampler worker {w} failed to start:\n{payload}")
+                self._start_worker(w)
+            self._await_ready(range(num_workers))
         except BaseException:
             self.close()
             raise
 
-    def _gather(self, workers: Sequence[int], doing: str) -> dict[int, tuple[str, Any]]:
-        """One reply from each of ``workers``; a worker that dies raises ``RuntimeError``.
+    def _start_worker(self, w: int) -> None:
+        """Start worker ``w`` (in place of a dead one, if there was one)."""
+        ctx = mp.get_context("spawn")
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        proc = ctx.Process(
+            target=process_worker_main,
+            args=(child_conn, self._spec_bytes),
+            name=f"maml-rl-sampler-{w}",
+            daemon=True,
+        )
+        proc.start()
+        child_conn.close()
+        pool = self._pool
+        if w < len(pool.processes):
+            pool.conns[w].close()
+            pool.processes[w], pool.conns[w] = proc, parent_conn
+        else:
+            pool.processes.append(proc)
+            pool.conns.append(parent_conn)
+
+    def _await_ready(self, workers: Sequence[int] | range) -> None:
+        replies, _ = self._gather(list(workers), "starting")
+        for w, (kind, payload) in replies.items():
+            if kind != "ready":
+                raise RuntimeError(f"sampler worker {w} failed to start:\n{payload}")
+
+    def _gather(
+        self, workers: Sequence[int], doing: str, *, tolerate_deaths: bool = False
+    ) -> tuple[dict[int, tuple[str, Any]], dict[int, str]]:
+        """One reply from each of ``workers``, and how each worker that died ended.
 
         Waits on the pipes *and* the process sentinels, so a killed worker is
-        noticed at once instead of leaving the parent blocked on its pipe.
+        noticed at once instead of leaving the parent blocked on its pipe. A death
+        closes the sampler and raises :class:`WorkerDied`, unless ``tolerate_deaths``
+        (then the others' replies are still collected).
         """
         pool = self._pool
         waiting, hung_up = set(workers), set()
         replies: dict[int, tuple[str, Any]] = {}
+        dead: dict[int, str] = {}
         while waiting:
             watched: dict[Any, int] = {}
             for w in waiting:
@@ -151,7 +179,12 @@ class ProcessSampler(Sampler):
                     continue  # it answered before it exited: read that first
                 proc = pool.processes[w]
                 proc.join(timeout=1.0)
-                reason = _describe_exit(proc)
+                summary = f"sampler worker {w} (pid {proc.pid}) died while {doing} "
+                summary += f"({_describe_exit(proc)})"
+                if tolerate_deaths:
+                    dead[w] = summary
+                    waiting.discard(w)
+                    continue
                 self.close()
                 hint = (
                     " (see its error above; workers are spawned, so a script must start "
@@ -159,11 +192,8 @@ class ProcessSampler(Sampler):
                     if doing == "starting"
                     else ""
                 )
-                raise RuntimeError(
-                    f"sampler worker {w} (pid {proc.pid}) died while {doing} ({reason}); "
-                    f"the sampler is closed, create a new one{hint}"
-                )
-        return replies
+                raise WorkerDied(summary, f"the sampler is closed, create a new one{hint}")
+        return replies, dead
 
     def _collect(self, request: SampleRequest, layout: BatchLayout) -> dict[str, np.ndarray]:
         pool = self._pool
@@ -175,10 +205,7 @@ class ProcessSampler(Sampler):
             assert pool.shm is not None
             shards = partition(request.num_tasks, request.episodes_per_task, self._num_workers)
             try:
-                for w, shard in enumerate(shards):
-                    with contextlib.suppress(OSError, ValueError):  # dead: _gather says so
-                        pool.conns[w].send((shard, request, layout, pool.shm.name))
-                replies = self._gather(list(range(len(shards))), "sampling")
+                replies = self._play(dict(enumerate(shards)), request, layout)
             except BaseException:
                 # Interrupted (e.g. Ctrl-C): workers may still answer this call later,
                 # which would be mistaken for the next call's answers.
@@ -191,6 +218,34 @@ class ProcessSampler(Sampler):
                 raise RuntimeError(f"sampler worker {w} failed: {last}\n{text}")
             # Copy out: the block is reused by the next call.
             return {name: a.copy() for name, a in layout.views(pool.shm.buf).items()}
+
+    def _play(
+        self, shards: dict[int, Shard], request: SampleRequest, layout: BatchLayout
+    ) -> dict[int, tuple[str, Any]]:
+        """Send each worker its shard; collect the replies, replaying the shards of
+        workers that died on restarted ones when ``restart_workers``."""
+        pool = self._pool
+        assert pool.shm is not None  # allocated by the caller
+        replies: dict[int, tuple[str, Any]] = {}
+        for attempt in range(self.max_restarts_per_call + 1):
+            for w, shard in shards.items():
+                with contextlib.suppress(OSError, ValueError):  # dead: _gather says so
+                    pool.conns[w].send((shard, request, layout, pool.shm.name))
+            got, dead = self._gather(list(shards), "sampling", tolerate_deaths=True)
+            replies.update(got)
+            if not dead:
+                return replies
+            if not self._restart_workers or attempt == self.max_restarts_per_call:
+                break
+            for w, summary in dead.items():  # a fresh worker replays the shard: same episodes
+                _log.warning("%s; restarted it to play its episodes again", summary)
+                pool.processes[w].join(timeout=1.0)
+                self._start_worker(w)
+            self._await_ready(list(dead))
+            shards = {w: shards[w] for w in dead}
+        self.close()
+        again = f" after {attempt} restart(s)" if attempt else ""
+        raise WorkerDied(next(iter(dead.values())) + again)
 
     def close(self) -> None:
         if not self._closed:

@@ -10,22 +10,33 @@ import dataclasses
 import logging
 import os
 import pickle
+import socket
 import threading
+import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from maml_rl.samplers.base import Sampler
+from maml_rl.samplers.base import Sampler, WorkerDied
 from maml_rl.samplers.engine import RolloutEngine
 from maml_rl.samplers.layout import BatchLayout, Shard, partition
 from maml_rl.samplers.spec import RolloutSpec, SampleRequest
 
-__all__ = ["RAY_START_TIMEOUT_S", "RaySampler", "RayWorker"]
+__all__ = [
+    "RAY_CONNECT_TIMEOUT_S",
+    "RAY_START_TIMEOUT_S",
+    "RaySampler",
+    "RayWorker",
+    "check_ray_address",
+]
 
 
 #: How long to wait for Ray actors to start (they wait for free CPUs in a cluster).
 RAY_START_TIMEOUT_S = 120.0
+
+#: How long to wait for a cluster at a given address to answer (``sampler.ray_connect_timeout_s``).
+RAY_CONNECT_TIMEOUT_S = 30.0
 
 
 @dataclasses.dataclass
@@ -51,7 +62,60 @@ def _import_ray() -> Any:
     return ray
 
 
-def _ray_acquire(ray: Any, address: str | None, num_workers: int) -> tuple[bool, bool]:
+def check_ray_address(address: str, timeout_s: float) -> None:
+    """Check that a Ray cluster answers at ``address`` within ``timeout_s`` seconds.
+
+    ``ray.init`` retries an address where nothing answers for minutes; this fails at
+    once where nothing listens, and after ``timeout_s`` where something listens but no
+    gRPC server (a Ray cluster's GCS) answers. ``auto`` is checked by Ray itself.
+
+    Raises:
+        ValueError: one line naming the address and how to start a cluster.
+    """
+    target = address.removeprefix("ray://")
+    if target == "auto":
+        return
+    fix = (
+        "start one with `ray start --head` (it prints the address to pass), or drop "
+        "--ray-address for a local Ray runtime"
+    )
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(
+            f"sampler.ray_address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}"
+        )
+    deadline = time.monotonic() + timeout_s
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except ConnectionRefusedError:
+        raise ValueError(f"no Ray cluster at {address}: nothing listens there; {fix}") from None
+    except TimeoutError:
+        raise ValueError(
+            f"no Ray cluster at {address}: no answer within {timeout_s:g} s "
+            f"(sampler.ray_connect_timeout_s); {fix}"
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"no Ray cluster at {address}: {exc}; {fix}") from None
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover - Ray depends on it
+        return
+    channel = grpc.insecure_channel(target)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=max(deadline - time.monotonic(), 1.0))
+    except grpc.FutureTimeoutError:
+        raise ValueError(
+            f"no Ray cluster at {address}: something listens there but does not answer as "
+            f"Ray's GCS within {timeout_s:g} s (sampler.ray_connect_timeout_s); {fix}"
+        ) from None
+    finally:
+        channel.close()
+
+
+def _ray_acquire(
+    ray: Any, address: str | None, num_workers: int, connect_timeout_s: float
+) -> tuple[bool, bool]:
     """Make sure Ray is running.
 
     Returns:
@@ -72,7 +136,15 @@ def _ray_acquire(ray: Any, address: str | None, num_workers: int) -> tuple[bool,
                 logging_level=logging.WARNING,
             )
         else:
-            ray.init(address=address, logging_level=logging.WARNING)
+            check_ray_address(address, connect_timeout_s)
+            try:
+                ray.init(address=address, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise ValueError(
+                    f"cannot join the Ray cluster at {address}: {first}; check it with `ray "
+                    "status` on its head node (same Python, torch and Ray versions as here)"
+                ) from None
         rt.users, rt.local = 1, address is None
         return True, rt.local
 
@@ -91,21 +163,42 @@ class RaySampler(Sampler):
     ``ray_address=None``, else a connection to that cluster; it is shut down with the
     last sampler using it. An already initialised runtime is used as it is. Every
     node of a cluster must have maml-rl (and the same Python packages) installed.
+
+    Args:
+        spec: what the workers run.
+        num_workers: Ray actors.
+        address: a cluster's address (``None``: a private local runtime), checked with
+            :func:`check_ray_address` before ``ray.init``.
+        restart_workers: Ray restarts a dead actor and reruns its task (the same
+            episodes: they depend only on the seed); else a death raises
+            :class:`~maml_rl.samplers.base.WorkerDied`.
+        connect_timeout_s: how long to wait for a cluster at ``address`` to answer.
     """
 
     backend = "ray"
 
-    def __init__(self, spec: RolloutSpec, num_workers: int, address: str | None) -> None:
+    def __init__(
+        self,
+        spec: RolloutSpec,
+        num_workers: int,
+        address: str | None,
+        restart_workers: bool = False,
+        connect_timeout_s: float = RAY_CONNECT_TIMEOUT_S,
+    ) -> None:
         ray = _import_ray()
         super().__init__(spec, num_workers)
         self._ray = ray
-        self._owns_runtime, local = _ray_acquire(ray, address, num_workers)
+        self._owns_runtime = False
         self._actors: list[Any] = []
+        self._owns_runtime, local = _ray_acquire(ray, address, num_workers, connect_timeout_s)
         try:
             # On a cluster each actor claims a CPU, so Ray spreads them over the
             # nodes. On our private one-machine runtime CPU accounting would only make
             # a second sampler (e.g. an evaluation's) wait forever for the first's.
-            actor_cls = ray.remote(num_cpus=0 if local else 1, max_restarts=0)(RayWorker)
+            restarts = 2 if restart_workers else 0
+            actor_cls = ray.remote(
+                num_cpus=0 if local else 1, max_restarts=restarts, max_task_retries=restarts
+            )(RayWorker)
             spec_bytes = pickle.dumps(spec)
             self._actors = [actor_cls.remote(spec_bytes) for _ in range(num_workers)]
             try:
@@ -137,9 +230,8 @@ class RaySampler(Sampler):
             blocks = ray.get(refs)
         except ray.exceptions.RayActorError as exc:
             self.close()
-            raise RuntimeError(
-                f"a Ray sampler worker died while sampling ({type(exc).__name__}); "
-                "the sampler is closed, create a new one"
+            raise WorkerDied(
+                f"a Ray sampler worker died while sampling ({type(exc).__name__})"
             ) from None
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
