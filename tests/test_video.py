@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +221,9 @@ def test_halfcheetah_video(tmp_path: Path) -> None:
 def test_gl_backend_user_choice_and_one_line_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     assert choose_gl_backend() == "osmesa"  # the user's choice, not probed
+    monkeypatch.setenv("MUJOCO_GL", "disabled")
+    with pytest.raises(RenderUnavailable, match="MUJOCO_GL='disabled' cannot render"):
+        choose_gl_backend()
     monkeypatch.delenv("MUJOCO_GL")
     with pytest.raises(RenderUnavailable) as info:
         choose_gl_backend(backends=("nosuchbackend",))
@@ -287,3 +292,26 @@ def test_tensorboard_videos_keep_at_most_max_frames(tmp_path: Path) -> None:
     assert len(gif) == 41 and event.step == 7
     last_panel = gif[-1][HEADER : HEADER + 32, :32].astype(int)
     assert np.abs(last_panel - frames[200].astype(int)).mean() < 20  # GIF palette rounding
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(os.environ.get("DISPLAY")), reason="glfw works where there is a display")
+def test_failing_gl_backend_is_one_line(tmp_path: Path) -> None:
+    """A backend that cannot render (glfw without a display) costs the videos, not the
+    evaluation: one line on stderr, in a fresh process (a failed GL start binds PyOpenGL)."""
+    config = load_config(
+        None,
+        ["env.id=MetaRL/HalfCheetahVel-v0", "env.max_episode_steps=3",
+         "policy.hidden_sizes=[4]"],
+    )  # fmt: skip
+    run = hand_saved_run(tmp_path / "cheetah", config)
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "maml_rl.cli", "evaluate", str(run), "--num-tasks", "1",
+         "--adapt-steps", "1", "--episodes-per-step", "1", "--video", "--no-progress"],
+        capture_output=True, text=True, timeout=300, env={**env, "MUJOCO_GL": "glfw"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("maml-rl: no videos: MuJoCo cannot render with MUJOCO_GL=glfw: ")
+    assert (run / "eval" / "eval.json").is_file() and not (run / "eval" / "videos").exists()

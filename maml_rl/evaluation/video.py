@@ -40,6 +40,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,15 +57,23 @@ from maml_rl.tasks import Task, family_class
 __all__ = [
     "GL_BACKENDS",
     "GL_PACKAGES",
+    "PANEL_SIZE",
     "Episode",
     "RenderUnavailable",
     "TaskVideo",
     "choose_gl_backend",
+    "compose",
     "log_step_videos",
+    "make_render_env",
+    "mp4_available",
+    "play_episode",
     "probe_gl",
     "read_video",
     "render_adaptation",
+    "task_file_stem",
+    "task_text",
     "write_task_videos",
+    "write_video",
 ]
 
 #: MuJoCo's headless OpenGL backends, in the order they are tried.
@@ -127,6 +136,11 @@ def choose_gl_backend(backends: Sequence[str] = GL_BACKENDS) -> str:
     global _chosen
     user = os.environ.get("MUJOCO_GL")
     if user:
+        if user not in ("egl", "osmesa", "glfw"):
+            raise RenderUnavailable(
+                f"MUJOCO_GL={user!r} cannot render frames; set egl, osmesa or glfw, or unset it "
+                f"(then {'/'.join(GL_BACKENDS)} are tried)"
+            )
         return user
     if _chosen is not None and tuple(backends) == GL_BACKENDS:
         os.environ["MUJOCO_GL"] = _chosen
@@ -176,7 +190,20 @@ def make_render_env(
     )
     if _is_mujoco(env):
         try:
-            choose_gl_backend()
+            backend = choose_gl_backend()
+            env.reset(seed=0)
+            try:
+                # A first frame: a backend that fails says so here, in one line (glfw's own
+                # warnings on a machine without a display would add four more).
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    env.render()
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise RenderUnavailable(
+                    f"MuJoCo cannot render with MUJOCO_GL={backend}: {first}; install "
+                    f"{GL_PACKAGES}, or set MUJOCO_GL to another backend"
+                ) from None
         except RenderUnavailable:
             env.close()
             raise
