@@ -135,6 +135,9 @@ class _AntFamily(MujocoTaskFamily, AntEnv):
                 render_mode=render_mode,
                 width=width,
                 height=height,
+                # The model's side camera that follows the body's centre of mass
+                # (without it Gymnasium 1.4 renders from a free camera that stays put).
+                camera_name="track",
             )
         self._init_family(task, render_mode, width, height)
 
@@ -210,7 +213,8 @@ class AntVelEnv(VelocityFamily, _AntFamily):
     ``velocity = 1``.
 
     ## Arguments
-    ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering).
+    ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering, from the
+    model's ``track`` camera, which follows the body from the side).
     Reward weights are fixed: the family's version pins them.
 
     ## Version history
@@ -248,7 +252,8 @@ class AntDirEnv(DirectionFamily, _AntFamily):
     choice; ProMP and learn2learn draw a random 2-D unit direction instead.
 
     ## Arguments
-    ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering).
+    ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering, from the
+    model's ``track`` camera, which follows the body from the side).
 
     ## Version history
     * v0: initial version (Gymnasium Ant-v5, mujoco ≥ 3).
@@ -284,7 +289,8 @@ class AntGoalEnv(_AntFamily):
     default task (before ``set_task``) is ``goal = (0, 0)``.
 
     ## Arguments
-    ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering).
+    ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering, from the
+    model's ``track`` camera, which follows the body from the side).
 
     ## Version history
     * v0: initial version (Gymnasium Ant-v5, mujoco ≥ 3).

@@ -89,6 +89,9 @@ class _HalfCheetahFamily(MujocoTaskFamily, HalfCheetahEnv):
                 render_mode=render_mode,
                 width=width,
                 height=height,
+                # The model's side camera that follows the body's centre of mass
+                # (without it Gymnasium 1.4 renders from a free camera that stays put).
+                camera_name="track",
             )
         self._init_family(task, render_mode, width, height)
 
@@ -134,7 +137,8 @@ class HalfCheetahVelEnv(VelocityFamily, _HalfCheetahFamily):
     MAML code and the paper; ProMP uses ``U[0, 3]``.
 
     ## Arguments
-    ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering).
+    ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering, from the
+    model's ``track`` camera, which follows the body from the side).
     Reward weights are fixed: the family's version pins them.
 
     ## Version history
@@ -184,7 +188,8 @@ class HalfCheetahDirEnv(DirectionFamily, _HalfCheetahFamily):
     ``set_task``) is ``direction = +1``.
 
     ## Arguments
-    ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering).
+    ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering, from the
+    model's ``track`` camera, which follows the body from the side).
 
     ## Version history
     * v0: initial version (Gymnasium HalfCheetah-v5, mujoco ≥ 3).

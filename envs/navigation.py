@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -43,6 +44,68 @@ def _distance(pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
     # Written out (not np.linalg.norm) so the single and batched envs share bits.
     d = pos - goal
     return np.sqrt(d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1])
+
+
+# -- rendering (NumPy only) ------------------------------------------------------------------
+
+VIEW = 1.0  # the image shows [-VIEW, VIEW]²
+_BACKGROUND = (255, 255, 255)
+_GOAL_SQUARE = (236, 240, 246)  # where goals are drawn from
+_AXES = (210, 210, 210)
+_GOAL = (40, 160, 60)
+_PATH = (60, 110, 220)
+_POINT = (215, 50, 40)
+
+
+def _to_pixels(xy: np.ndarray, width: int, height: int) -> np.ndarray:
+    """World ``[..., 2]`` → pixel ``(column, row)`` floats (y up, origin in the middle)."""
+    col = (xy[..., 0] + VIEW) / (2 * VIEW) * (width - 1)
+    row = (VIEW - xy[..., 1]) / (2 * VIEW) * (height - 1)
+    return np.stack([col, row], axis=-1)
+
+
+def _disc(img: np.ndarray, center: np.ndarray, radius: float, color: tuple[int, ...]) -> None:
+    h, w, _ = img.shape
+    c, r = center
+    r0, r1 = max(int(r - radius), 0), min(int(r + radius) + 2, h)
+    c0, c1 = max(int(c - radius), 0), min(int(c + radius) + 2, w)
+    if r0 >= r1 or c0 >= c1:
+        return
+    rows, cols = np.ogrid[r0:r1, c0:c1]
+    inside = (rows - r) ** 2 + (cols - c) ** 2 <= radius**2
+    img[r0:r1, c0:c1][inside] = color
+
+
+def _polyline(img: np.ndarray, points: np.ndarray, color: tuple[int, ...]) -> None:
+    """Segments between consecutive pixel points, 2 px wide (points sampled ≤ 0.5 px apart)."""
+    h, w, _ = img.shape
+    for a, b in itertools.pairwise(points):
+        n = int(np.ceil(2 * np.abs(b - a).max())) + 1
+        t = np.linspace(0.0, 1.0, n)[:, None]
+        p = np.rint(a + t * (b - a)).astype(int)
+        for dc, dr in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            c, r = p[:, 0] + dc, p[:, 1] + dr
+            ok = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+            img[r[ok], c[ok]] = color
+
+
+def draw_scene(goal: np.ndarray, path: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A ``[height, width, 3]`` uint8 picture of the goal, the path ``[n, 2]`` (its last
+    point is the point's position) and the square goals are drawn from."""
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[...] = _BACKGROUND
+    corners = np.array([[GOAL_LOW, GOAL_HIGH], [GOAL_HIGH, GOAL_LOW]])
+    (c0, r0), (c1, r1) = np.rint(_to_pixels(corners, width, height)).astype(int)
+    img[r0 : r1 + 1, c0 : c1 + 1] = _GOAL_SQUARE
+    cx, cy = np.rint(_to_pixels(np.zeros(2), width, height)).astype(int)
+    img[cy, :] = _AXES
+    img[:, cx] = _AXES
+    scale = min(width, height) / 256
+    _disc(img, _to_pixels(np.asarray(goal), width, height), 6 * scale, _GOAL)
+    pixels = _to_pixels(np.asarray(path, dtype=np.float64), width, height)
+    _polyline(img, pixels, _PATH)
+    _disc(img, pixels[-1], 4.5 * scale, _POINT)
+    return img
 
 
 class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
@@ -87,6 +150,13 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
     ``max_episode_steps``). A policy that walks straight to the goal and stops
     there scores about −1 to −2; one that stays at the origin about −38.
 
+    ## Rendering
+    ``render_mode="rgb_array"``: ``render()`` returns a ``[height, width, 3]`` uint8
+    image (default 256 × 256) of the square ``[-1, 1]²``, drawn with NumPy alone: the
+    task distribution's goal square shaded, the goal (green disc), the path of the
+    episode so far (blue) and the point (red). Positions outside the square are not
+    drawn. ``metadata["render_fps"]`` is 10.
+
     ## Task distribution
     ``goal ~ U[-0.5, 0.5]²`` (each coordinate uniform and independent), drawn
     with the generator given to :meth:`sample_tasks`. Task type
@@ -99,15 +169,30 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
       Gaussian policy was clipped almost always and had to collapse its σ to steer.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
     task_cls = GoalTask2D
     horizon = 100
     task_distribution = "goal ~ U[-0.5, 0.5]^2"
 
-    def __init__(self, task: GoalTask2D | dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        task: GoalTask2D | dict[str, Any] | None = None,
+        render_mode: str | None = None,
+        width: int = 256,
+        height: int = 256,
+    ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"Navigation2D renders only render_mode='rgb_array' (or None), got {render_mode!r}"
+            )
+        if min(width, height) < 16:
+            raise ValueError(f"width and height must be ≥ 16 pixels, got {width} × {height}")
+        self.render_mode = render_mode
+        self.width, self.height = int(width), int(height)
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self._pos = np.zeros(2)
+        self._path = [self._pos.copy()]
         self.set_task(task if task is not None else GoalTask2D(goal=(0.0, 0.0)))
 
     def _apply_task(self, task: GoalTask2D) -> None:
@@ -124,6 +209,7 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self._pos = np.zeros(2)
+        self._path = [self._pos.copy()]
         return self._pos.astype(np.float32), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -131,11 +217,20 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
         if action.shape != (2,):
             raise ValueError(f"action must have shape (2,), got {action.shape}")
         self._pos = _move(self._pos, action)
+        if self.render_mode is not None:
+            self._path.append(self._pos.copy())
         dist = float(_distance(self._pos, self._goal))
         reward = -dist
         terminated = bool(_at_goal(self._pos, self._goal))
         info = {"reward_dist": reward, "distance": dist}
         return self._pos.astype(np.float32), reward, terminated, False, info
+
+    def render(self) -> np.ndarray | None:
+        """The scene as a ``[height, width, 3]`` uint8 image (``render_mode="rgb_array"``)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() needs render_mode='rgb_array' at construction")
+            return None
+        return draw_scene(self._goal, np.asarray(self._path), self.width, self.height)
 
     @classmethod
     def make_batched(

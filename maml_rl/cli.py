@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from maml_rl.evaluation import EvalSettings
 
 
+#: Tasks rendered by ``maml-rl evaluate --video`` without ``--video-tasks``.
+DEFAULT_VIDEO_TASKS = 3
+
+
 class UserError(Exception):
     """An error caused by user input: printed as one line, exit status 2."""
 
@@ -148,7 +152,18 @@ def evaluate_settings(args: argparse.Namespace) -> EvalSettings:
         sb3_multipliers=parse_multipliers(args.sb3_multipliers),
         sb3_tasks=args.sb3_tasks,
         progress=not args.no_progress,
+        video_tasks=_video_tasks(args),
     )
+
+
+def _video_tasks(args: argparse.Namespace) -> int:
+    """``--video`` [``--video-tasks N``]: tasks to render (0: no video)."""
+    n = getattr(args, "video_tasks", None)
+    if n is not None and n < 1:
+        raise ValueError(f"--video-tasks must be ≥ 1, got {n}")
+    if not getattr(args, "video", False) and n is None:
+        return 0
+    return n if n is not None else DEFAULT_VIDEO_TASKS
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -159,6 +174,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(args.runs, settings, out)
     print(format_summary(result))
     print(f"eval.json, adaptation.png and TensorBoard scalars (eval/return_step_<k>) in {out}")
+    files = [f for r in result["runs"] for f in r.get("videos", {}).get("files", [])]
+    if files:
+        print(f"videos (TensorBoard: eval/video_step_<k>, Images tab): {', '.join(files)}")
     return 0
 
 
@@ -216,6 +234,19 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--sb3-tasks", type=int, metavar="N", help="SB3 PPO on the first N tasks only")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--video",
+        action="store_true",
+        help="render each run before adaptation and after every step, side by side: "
+        "videos/<task>.mp4 (.gif without imageio-ffmpeg) and TensorBoard eval/video_step_<k>",
+    )
+    p.add_argument(
+        "--video-tasks",
+        type=int,
+        metavar="N",
+        help=f"render the first N evaluation tasks (default {DEFAULT_VIDEO_TASKS}; "
+        "implies --video)",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
 

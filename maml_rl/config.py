@@ -184,6 +184,15 @@ class Config(Validated):
     likely cause; 0: never stop. Rejections by a TRPO line search alone (finite, no better
     step found) never stop a run."""
 
+    video_every: int = bounded(0, ge=0)
+    """Log a video of adaptation to TensorBoard (``eval/video_step_<k>``) every this many
+    iterations: the policy before and after each of ``num_adapt_steps`` steps on
+    ``video_tasks`` tasks of the evaluation stream, as ``maml-rl evaluate --video`` renders
+    it; 0 (default): never. Training itself is unchanged (its own random streams)."""
+
+    video_tasks: int = bounded(2, ge=1)
+    """Tasks in each training video (``video_every``)."""
+
     logdir: str = "runs"
     """Parent folder of the run folder."""
 

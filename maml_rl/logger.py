@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+import numpy as np
+
 from maml_rl.divergence import REJECTION_TAG, rejection_text
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "Logger",
     "MultiLogger",
     "TensorBoardLogger",
+    "encode_gif",
     "read_jsonl",
 ]
 
@@ -193,8 +196,48 @@ class TensorBoardLogger:
                 self._writer.add_scalar(key, float(value), global_step=int(step))
         self._writer.flush()
 
+    def write_video(
+        self, tag: str, frames: Sequence[np.ndarray], step: int, fps: float = 20.0
+    ) -> None:
+        """An animated image summary ``tag`` at ``step``: ``frames`` (``[H, W, 3]`` uint8)
+        as a looping GIF, shown (and played) in TensorBoard's *Images* tab.
+
+        This is the summary ``SummaryWriter.add_video`` writes, encoded with Pillow
+        instead of moviepy (which ``add_video`` needs and whose 2.x API it no longer fits).
+        """
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        if not frames:
+            raise ValueError(f"write_video({tag!r}) needs at least one frame")
+        h, w = frames[0].shape[:2]
+        image = Summary.Image(
+            height=h, width=w, colorspace=3, encoded_image_string=encode_gif(frames, fps)
+        )
+        summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+        self._writer._get_file_writer().add_summary(summary, global_step=int(step))
+        self._writer.flush()
+
     def close(self) -> None:
         self._writer.close()
+
+
+def encode_gif(frames: Sequence[np.ndarray], fps: float) -> bytes:
+    """``frames`` (``[H, W, 3]`` uint8) as a looping GIF at ``fps`` (Pillow)."""
+    import io
+
+    from PIL import Image
+
+    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=max(20, round(1000 / fps)),  # ms per frame; browsers slow down < 20 ms
+        loop=0,
+    )
+    return buffer.getvalue()
 
 
 class ConsoleLogger:

@@ -29,6 +29,13 @@ One meta-iteration (DESIGN.md, "One meta-iteration, as data")::
 ``time/env_steps_per_s``            env steps of the iteration / ``iteration_s``
 =================================== ==================================================
 
+**Videos** (``video_every``): after every ``video_every``-th iteration the policy is
+adapted, as ``maml-rl evaluate`` adapts it (its step sizes, ``eval.episodes_per_step``
+episodes, its seeds), on the first ``video_tasks`` tasks of the evaluation stream with
+``num_adapt_steps`` steps, and the episodes are rendered to TensorBoard as
+``eval/video_step_<k>`` (:mod:`maml_rl.evaluation.video`). This draws from the
+evaluation's streams only: the training is the same with or without videos.
+
 **Randomness.** Everything derives from one root ``np.random.SeedSequence(seed)``
 through explicit spawn keys, never ``seed + i``:
 
@@ -51,6 +58,7 @@ import copy
 import datetime
 import math
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -96,6 +104,8 @@ RESUMABLE_KEYS = (
     "checkpoint_every",
     "keep_checkpoint_every",
     "max_rejected_iterations",
+    "video_every",
+    "video_tasks",
     "device",
     "update_threads",
     "logdir",
@@ -368,6 +378,7 @@ class Trainer:
                 raise ValueError(
                     f"cannot write {str(where)!r}: {os_reason(exc)}; {os_remedy(exc)}"
                 ) from None
+            self._video_off: str | None = None
         except BaseException:
             if sampler is not None:
                 sampler.close()
@@ -386,13 +397,14 @@ class Trainer:
             + dump_yaml(config.to_dict()),
             encoding="utf-8",
         )
+        self._tensorboard = TensorBoardLogger(
+            self.run_dir,
+            config=config.flat(),
+            purge_step=self.env_steps + 1 if resuming else None,
+        )
         self.logger: Logger = MultiLogger(
             [
-                TensorBoardLogger(
-                    self.run_dir,
-                    config=config.flat(),
-                    purge_step=self.env_steps + 1 if resuming else None,
-                ),
+                self._tensorboard,
                 JsonlLogger(
                     self.run_dir / "metrics.jsonl",
                     keep_until_iteration=self.iteration if resuming else None,
@@ -588,6 +600,52 @@ class Trainer:
         metrics["time/env_steps_per_s"] = steps / iteration_s if iteration_s > 0 else float("nan")
         return metrics
 
+    def log_video(self) -> list[str]:
+        """Render the current policy adapting (see the module docstring) to TensorBoard
+        ``eval/video_step_<k>`` at the current env step; the tags written.
+
+        Where frames cannot be rendered (no GL backend for MuJoCo, a family without
+        ``rgb_array``) one line says so on stderr, once, and no videos are logged.
+        """
+        from maml_rl.evaluation.curve import adaptation_curve
+        from maml_rl.evaluation.protocol import (
+            default_fast_lr_schedule,
+            held_out_tasks,
+            horizon,
+            sampler_seeds,
+            step_learning_rates,
+        )
+        from maml_rl.evaluation.video import RenderUnavailable, log_step_videos, render_adaptation
+
+        if self._video_off is not None:
+            return []
+        cfg = self.config
+        k = cfg.maml.num_adapt_steps
+        tasks = held_out_tasks(cfg.env.id, cfg.video_tasks, seed=0).tasks
+        schedule = cfg.eval.fast_lr_schedule or default_fast_lr_schedule(cfg.maml.fast_lr)
+        seeds = sampler_seeds(0, k)
+        # A CPU copy: the learner's policy may live on a GPU, the rollouts do not.
+        policy = copy.deepcopy(self.policy).cpu() if self.device.type != "cpu" else self.policy
+        with torch_threads(self.config.update_threads):
+            curve = adaptation_curve(
+                self.sampler, policy, tasks,
+                episodes=cfg.eval.episodes_per_step or cfg.maml.fast_batch_size,
+                fast_lrs=step_learning_rates(schedule, k), seeds=seeds, gamma=cfg.maml.gamma,
+                gae_lambda=cfg.maml.gae_lambda, keep_params=True,
+            )  # fmt: skip
+        if curve.params is None:
+            raise RuntimeError("adaptation_curve kept no parameters")
+        try:
+            videos = render_adaptation(
+                cfg.env.id, cfg.env.kwargs, horizon(cfg, cfg.env.id), policy, curve.params, tasks,
+                range(len(tasks)), seeds,
+            )  # fmt: skip
+        except RenderUnavailable as exc:
+            self._video_off = str(exc)
+            print(f"maml-rl: no training videos: {exc}", file=sys.stderr, flush=True)
+            return []
+        return log_step_videos(videos, self._tensorboard, self.env_steps)
+
     def train(self) -> dict[str, float]:
         """Run the remaining iterations up to ``num_batches``; returns the last metrics.
 
@@ -615,6 +673,9 @@ class Trainer:
                     # θ and the optimiser are still those of the last accepted step.
                     self.save_checkpoint()
                     raise Diverged(self._diverged_message(rejected))
+                self.logger.write(metrics, step=self.env_steps)
+                if cfg.video_every and self.iteration % cfg.video_every == 0:
+                    self.log_video()
                 every = cfg.checkpoint_every
                 # Kept so that Ctrl-C in the middle of an update (which changes θ in
                 # place) checkpoints a consistent state.

@@ -46,7 +46,9 @@ differences less noisy.
 
 **Outputs** are ``eval.json``, a plot and TensorBoard scalars
 (:mod:`maml_rl.evaluation.report` has the schema); the baselines and their budgets
-are described in :mod:`maml_rl.evaluation.baselines`.
+are described in :mod:`maml_rl.evaluation.baselines`. With ``video_tasks`` (``--video``),
+also videos of each run adapting on the first evaluation tasks, the very episodes the
+curve measured (:mod:`maml_rl.evaluation.video`).
 
 The package, one job a module: :mod:`~maml_rl.evaluation.protocol` (settings, runs,
 held-out tasks, step sizes, seeds), :mod:`~maml_rl.evaluation.curve` (the adaptation
@@ -54,16 +56,19 @@ curve and the samplers it is measured with), :mod:`~maml_rl.evaluation.stats`
 (confidence intervals),
 :mod:`~maml_rl.evaluation.baselines` (the baseline registry and its runners),
 :mod:`~maml_rl.evaluation.sb3` (Stable-Baselines3 PPO), :mod:`~maml_rl.evaluation.report`
-(``eval.json``, TensorBoard, the summary) and :mod:`~maml_rl.evaluation.plot` (figures).
+(``eval.json``, TensorBoard, the summary), :mod:`~maml_rl.evaluation.plot` (figures) and
+:mod:`~maml_rl.evaluation.video` (videos of adaptation, imported only when asked for).
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import maml_rl
+from maml_rl.agents.policies import Policy
 from maml_rl.errors import check_writable_folder
 from maml_rl.evaluation.baselines import (
     BASELINES,
@@ -95,6 +100,7 @@ from maml_rl.evaluation.report import (
     BaselineEntry,
     EvalResult,
     RunEntry,
+    VideoEntry,
     default_out_dir,
     format_summary,
     load_eval,
@@ -186,6 +192,8 @@ def evaluate(
         exclude.update(training_tasks(run.config, n_iter))
     task_set = held_out_tasks(env_id, settings.num_tasks, settings.seed, exclude)
 
+    out_dir = None if out == "" else Path(out) if out is not None else default_out_dir(runs)
+    videos_skipped: str | None = None
     timing: dict[str, float] = {}
     run_entries: list[RunEntry] = []
     baseline_entries: dict[str, BaselineEntry] = {}
@@ -197,20 +205,29 @@ def evaluate(
             pretrain_iterations=pretrain_iters, horizon=horizon(first, env_id),
             samplers=samplers,
         )  # fmt: skip
+        videos = settings.video_tasks > 0 and out_dir is not None
         for run, label in zip(loaded, labels, strict=True):
             t0 = time.perf_counter()
-            curve = ctx.curve(run.policy(), f"evaluate {label}", config=run.config)
+            policy = run.policy()
+            curve = ctx.curve(policy, f"evaluate {label}", config=run.config, keep_params=videos)
             timing[label] = time.perf_counter() - t0
-            run_entries.append(
-                {
-                    "label": label,
-                    "path": str(run.path),
-                    "agent": run.config.agent,
-                    "iteration": run.iteration,
-                    "env_steps": run.env_steps,
-                    "curve": curve.to_dict(),
-                }
-            )
+            entry: RunEntry = {
+                "label": label,
+                "path": str(run.path),
+                "agent": run.config.agent,
+                "iteration": run.iteration,
+                "env_steps": run.env_steps,
+                "curve": curve.to_dict(),
+            }
+            if videos and out_dir is not None:
+                if videos_skipped is None:
+                    t0 = time.perf_counter()
+                    entry["videos"] = _videos(ctx, run, label, len(loaded), policy, curve, out_dir)
+                    timing[f"{label} videos"] = time.perf_counter() - t0
+                    videos_skipped = entry["videos"].get("skipped")
+                else:
+                    entry["videos"] = {"skipped": videos_skipped}
+            run_entries.append(entry)
         for baseline in baselines:
             t0 = time.perf_counter()
             baseline_entries[baseline.name] = baseline.run(ctx)
@@ -245,3 +262,48 @@ def evaluate(
     if out_dir is not None:
         write_outputs(result, out_dir)
     return result
+
+
+def _videos(
+    ctx: EvalContext,
+    run: LoadedRun,
+    label: str,
+    num_runs: int,
+    policy: Policy,
+    curve: Curve,
+    out: Path,
+) -> VideoEntry:
+    """Render, write and log the videos of one run; on :class:`RenderUnavailable` say why in
+    one line on stderr and go on without them."""
+    from maml_rl.evaluation.video import (
+        RenderUnavailable,
+        log_step_videos,
+        render_adaptation,
+        write_task_videos,
+    )
+    from maml_rl.logger import TensorBoardLogger
+
+    if curve.params is None:
+        raise ValueError("the curve kept no parameters (keep_params=True is needed)")
+    indices = list(range(min(ctx.settings.video_tasks, len(ctx.tasks))))
+    try:
+        videos = render_adaptation(
+            ctx.env_id, run.config.env.kwargs, ctx.horizon, policy, curve.params, ctx.tasks,
+            indices, ctx.sampler_seeds,
+        )  # fmt: skip
+    except RenderUnavailable as exc:
+        print(f"maml-rl: no videos: {exc}", file=sys.stderr, flush=True)
+        return {"skipped": str(exc)}
+    folder = out / "videos" if num_runs == 1 else out / "videos" / label
+    files = write_task_videos(videos, folder)
+    logger = TensorBoardLogger(out / "tensorboard" / label)
+    try:
+        tags = log_step_videos(videos, logger, run.env_steps)
+    finally:
+        logger.close()
+    return {
+        "tasks": indices,
+        "files": [str(f.relative_to(out)) for f in files],
+        "returns": [v.returns for v in videos],
+        "tensorboard_tags": tags,
+    }

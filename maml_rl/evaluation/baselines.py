@@ -114,6 +114,7 @@ class EvalContext:
         config: Config | None = None,
         env_id: str | None = None,
         adapted: bool = True,
+        keep_params: bool = False,
     ) -> Curve:
         """The adaptation curve of ``policy`` on the evaluation tasks.
 
@@ -123,6 +124,7 @@ class EvalContext:
             config: the config it was built from (default: the first run's).
             env_id: the family it acts in (default: its config's).
             adapted: ``False``: only fresh episodes at every step, no adaptation.
+            keep_params: keep the parameters of every sample call (for videos).
         """
         first = self.config
         with Progress(self.settings.progress, len(self.sampler_seeds), desc) as bar:
@@ -132,6 +134,7 @@ class EvalContext:
                 fast_lrs=self.fast_lrs if adapted else [0.0] * len(self.fast_lrs),
                 seeds=self.sampler_seeds, gamma=first.maml.gamma,
                 gae_lambda=first.maml.gae_lambda, progress=bar.update,
+                keep_params=keep_params,
             )  # fmt: skip
 
 

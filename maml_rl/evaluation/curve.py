@@ -33,12 +33,15 @@ class Curve:
             including the episodes of each step.
         success: ``[K + 1, N, E]`` 1 for an episode that succeeded at any step, for
             families that report ``info["success"]``; else ``None``.
+        params: ``[K + 1]`` parameters of the sample calls (θ, shared by the tasks, then
+            the adapted ones stacked ``[N, ...]``), kept only when asked for (videos).
     """
 
     returns: np.ndarray
     fast_lr: list[float]
     env_steps: list[float]
     success: np.ndarray | None = None
+    params: list[Params] | None = None
 
     def to_dict(self, confidence: float = CONFIDENCE) -> CurveEntry:
         """The ``CURVE`` object of ``eval.json`` (:mod:`maml_rl.evaluation.report`)."""
@@ -108,6 +111,7 @@ def adaptation_curve(
     gamma: float,
     gae_lambda: float,
     progress: Callable[[], None] | None = None,
+    keep_params: bool = False,
 ) -> Curve:
     """Sample, adapt, sample again, ``len(fast_lrs)`` times, from the policy's own θ.
 
@@ -122,12 +126,16 @@ def adaptation_curve(
         gamma: discount of the inner step's returns.
         gae_lambda: GAE ``λ`` of the inner step.
         progress: called after every sample call (e.g. a progress bar's update).
+        keep_params: keep each sample call's parameters in :attr:`Curve.params`.
     """
     if len(seeds) != len(fast_lrs) + 1:
         raise ValueError(f"need {len(fast_lrs) + 1} sampler seeds, got {len(seeds)}")
     params: Mapping[str, torch.Tensor] = {k: v.detach() for k, v in policy.named_parameters()}
     returns, successes, env_steps, total = [], [], [], 0.0
+    kept: list[Params] = []
     for k, seed in enumerate(seeds):
+        if keep_params:
+            kept.append(dict(params))
         batch = sampler.sample(list(tasks), params, episodes, int(seed))
         returns.append(batch.episode_returns.double().numpy())
         if batch.episode_success is not None:
@@ -140,7 +148,8 @@ def adaptation_curve(
             params = adapt(policy, params, batch, fast_lrs[k], gamma=gamma,
                            gae_lambda=gae_lambda)  # fmt: skip
     success = np.stack(successes) if successes else None
-    return Curve(np.stack(returns), [float(lr) for lr in fast_lrs], env_steps, success)
+    return Curve(np.stack(returns), [float(lr) for lr in fast_lrs], env_steps, success,
+                 kept if keep_params else None)  # fmt: skip
 
 
 class Progress:

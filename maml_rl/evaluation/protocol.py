@@ -139,6 +139,8 @@ class EvalSettings:
             ``K · E · horizon``.
         sb3_tasks: run SB3 PPO on the first this many evaluation tasks (``None``: all).
         progress: show progress bars (tqdm, on stderr).
+        video_tasks: render videos of adaptation for the first this many evaluation tasks
+            (0: none; :mod:`maml_rl.evaluation.video`).
     """
 
     env_id: str | None = None
@@ -154,6 +156,7 @@ class EvalSettings:
     sb3_multipliers: tuple[float, ...] = (1.0, 10.0, 100.0)
     sb3_tasks: int | None = None
     progress: bool = True
+    video_tasks: int = 0
 
     def __post_init__(self) -> None:
         # The registry sits above the settings (its runners take them), hence imported here.
@@ -182,6 +185,7 @@ class EvalSettings:
         object.__setattr__(self, "sb3_multipliers", parse_multipliers(self.sb3_multipliers))
         if self.sb3_tasks is not None:
             _check_int("sb3_tasks", self.sb3_tasks, 1)
+        _check_int("video_tasks", self.video_tasks, 0)
         for name in self.baselines:
             BASELINES[name].check(self)
 

@@ -15,7 +15,8 @@ environment steps).
       "task_set": {"held_out": bool, "rule": str, "num_tasks": N,
                    "training_tasks_checked": int, "redrawn": int},
       "tasks": [task dicts, N],
-      "runs": [{"label", "path", "agent", "iteration", "env_steps", "curve": CURVE}],
+      "runs": [{"label", "path", "agent", "iteration", "env_steps", "curve": CURVE,
+                "videos": VIDEOS}],           # "videos" only with --video
       "baselines": {
         "random": {"curve": CURVE},
         "pretrained": {"curve": CURVE, "train_iterations", "train_env_steps"},
@@ -31,6 +32,10 @@ environment steps).
              "mean": [K+1], "ci95": [K+1], "ci_low": [K+1], "ci_high": [K+1],
              "env_steps_per_task": [K+1],      # cumulative, episodes actually played
              "per_task_mean": [[N] × (K+1)], "per_task_ci95": [[N] × (K+1)]}
+
+    VIDEOS = {"tasks": [indices into "tasks"], "files": [paths relative to out],
+              "returns": [[K+1] per video task], "tensorboard_tags": [...]}
+             or {"skipped": "why (one line)"}
 
 ``mean`` is the mean over tasks of each task's mean episode return, ``ci95`` the
 half-width of its 95 % t-interval over the ``N`` tasks (``null`` when undefined);
@@ -63,6 +68,7 @@ __all__ = [
     "SettingsEntry",
     "TaskSetEntry",
     "TrainedBaselineEntry",
+    "VideoEntry",
     "default_out_dir",
     "format_summary",
     "load_eval",
@@ -131,6 +137,17 @@ class TaskSetEntry(TypedDict):
     redrawn: int
 
 
+class VideoEntry(TypedDict):
+    """The videos of one run (``--video``): which tasks, the files, the return each
+    rendered episode had (episode 0 of each step's sample call), or why there are none."""
+
+    tasks: NotRequired[list[int]]
+    files: NotRequired[list[str]]
+    returns: NotRequired[list[list[float]]]
+    tensorboard_tags: NotRequired[list[str]]
+    skipped: NotRequired[str]
+
+
 class RunEntry(TypedDict):
     """One evaluated run."""
 
@@ -140,6 +157,7 @@ class RunEntry(TypedDict):
     iteration: int
     env_steps: int
     curve: CurveEntry
+    videos: NotRequired[VideoEntry]
 
 
 class CurveBaselineEntry(TypedDict):
