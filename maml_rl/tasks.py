@@ -42,6 +42,7 @@ __all__ = [
     "import_family_module",
     "make_family",
     "register_family",
+    "register_unavailable",
     "sample_training_tasks",
 ]
 
@@ -282,6 +283,19 @@ def register_family(
     _FAMILIES[env_id] = cls
 
 
+_UNAVAILABLE: dict[str, str] = {}
+
+
+def register_unavailable(namespace: str, reason: str) -> None:
+    """Declare that the families of ``namespace`` need something not installed here.
+
+    An id of that namespace is then refused with ``reason`` (one line saying what to
+    install) instead of "unknown task family". :mod:`maml_rl.envs` does this for
+    ``MetaWorld/`` where the ``metaworld`` extra is missing.
+    """
+    _UNAVAILABLE[namespace] = reason
+
+
 def family_ids() -> list[str]:
     """Ids of all registered task families, sorted."""
     import maml_rl.envs  # noqa: F401  (registers the built-in families)
@@ -357,6 +371,9 @@ def family_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     ids = family_ids()
     _adopt(bare)
     if bare not in _FAMILIES:
+        namespace = bare.partition("/")[0] if "/" in bare else None
+        if namespace in _UNAVAILABLE:
+            raise ValueError(f"{env_id}: {_UNAVAILABLE[namespace]}")
         close = difflib.get_close_matches(bare, ids, n=1, cutoff=0.4)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         where = (
