@@ -250,6 +250,7 @@ def register_family(
     entry_point: type | str,
     *,
     max_episode_steps: int | None = None,
+    disable_env_checker: bool = False,
     **kwargs: Any,
 ) -> None:
     """Register a task family with Gymnasium under a namespaced, versioned id.
@@ -257,8 +258,10 @@ def register_family(
     ``env_id`` must look like ``"Namespace/Name-vK"`` (a change to the dynamics,
     reward or task distribution bumps ``K``). ``entry_point`` is the env class (a
     :class:`TaskFamily` subclass) or a ``"module:Class"`` string. The time limit
-    defaults to the class's ``horizon``. Registering the same id twice with the same
-    entry point is a no-op, so modules may be re-imported safely.
+    defaults to the class's ``horizon``. ``disable_env_checker`` leaves Gymnasium's
+    passive checker out of ``gymnasium.make`` (for spaces it warns about although they
+    are right, e.g. Meta-World's zero-width hidden-goal entries). Registering the same
+    id twice with the same entry point is a no-op, so modules may be re-imported safely.
     """
     ns, _name, version = gym.envs.registration.parse_env_id(env_id)
     if ns is None or version is None:
@@ -278,6 +281,7 @@ def register_family(
         id=env_id,
         entry_point=cls,  # type: ignore[arg-type]
         max_episode_steps=max_episode_steps,
+        disable_env_checker=disable_env_checker,
         kwargs=kwargs,
     )
     _FAMILIES[env_id] = cls
