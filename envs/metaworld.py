@@ -26,9 +26,12 @@ bug). Each Meta-World task is converted to a :class:`MetaWorldTask` (the environ
 index and the task's random vector, exactly), so tasks are small, picklable and
 written to ``eval.json`` like any other family's.
 
-Built envs are pooled per process and per Meta-World environment: when a family env
-switches to a task of another environment (ML10/ML45), it hands its Meta-World env
-back and takes an idle one of the new environment (built only when none is idle).
+**Memory and the pool.** A built Meta-World env holds about 22 MB (its ``MjModel`` and
+``MjData``), so a sample call of ``tasks × episodes`` envs needs that many times 22 MB
+across the workers (4.4 GB for the preset's 20 × 10). When a family env switches to a
+task of another environment (ML10/ML45), it hands its Meta-World env back to a
+per-process pool and takes an idle one of the new environment, built only when none
+is idle; the pool keeps at most :data:`MAX_IDLE` idle envs (the oldest are closed).
 ``set_task`` followed by ``reset`` fully determines a Meta-World env's state, so a
 pooled env behaves exactly as a fresh one (a test says so).
 """
@@ -50,6 +53,7 @@ from maml_rl.tasks import Task, TaskFamily, register_family
 __all__ = [
     "ENV_NAMES",
     "INSTALL_HINT",
+    "MAX_IDLE",
     "ML10_TEST",
     "ML10_TRAIN",
     "ML45_TEST",
@@ -349,13 +353,16 @@ def _benchmark_tasks(benchmark: str) -> tuple[tuple[MetaWorldTask, ...], tuple[M
 
 # -- the pool of built Meta-World envs ----------------------------------------------------
 
-_IDLE: dict[str, list[Any]] = {}  # per process: built, unused Meta-World envs by name
+#: Per process: built Meta-World envs no family env holds, oldest first, as
+#: ``(name, env)``; at most :data:`MAX_IDLE` (each holds about 22 MB).
+_IDLE: list[tuple[str, Any]] = []
+MAX_IDLE = 64
 
 
 def _take_env(name: str) -> Any:
-    idle = _IDLE.get(name)
-    if idle:
-        return idle.pop()
+    for k in range(len(_IDLE) - 1, -1, -1):
+        if _IDLE[k][0] == name:
+            return _IDLE.pop(k)[1]
     env = _metaworld().env_dict.ALL_V3_ENVIRONMENTS[name]()
     # The registered time limit (500, Meta-World's own) ends episodes; Meta-World's
     # counter would otherwise refuse a longer `max_episode_steps` in the middle of one.
@@ -364,7 +371,9 @@ def _take_env(name: str) -> Any:
 
 
 def _give_back(name: str, env: Any) -> None:
-    _IDLE.setdefault(name, []).append(env)
+    _IDLE.append((name, env))
+    if len(_IDLE) > MAX_IDLE:
+        _IDLE.pop(0)[1].close()
 
 
 # -- the families --------------------------------------------------------------------------

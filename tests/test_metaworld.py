@@ -193,6 +193,22 @@ def test_switching_environments_reuses_envs_without_a_trace() -> None:
 
 
 @needs_metaworld
+def test_the_pool_keeps_at_most_max_idle_envs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mwf, "MAX_IDLE", 1)
+    monkeypatch.setattr(mwf, "_IDLE", [])
+    env = make_family(ML10)  # holds a reach env
+    by_name = {t.env_name: t for t in mwf.ML10Env.train_tasks()}  # type: ignore[attr-defined]
+    for name in ("push-v3", "sweep-v3", "reach-v3"):
+        unwrap_family(env).set_task(by_name[name])
+    # reach handed back, then push (reach closed), then sweep (push closed)
+    assert [name for name, _ in mwf._IDLE] == ["sweep-v3"]
+    actions = np.random.default_rng(2).uniform(-1, 1, size=(10, 4))
+    task = by_name["reach-v3"]
+    _assert_same(_play(env, task, actions, seed=0), _metaworld_reference(task, actions))
+    env.close()
+
+
+@needs_metaworld
 def test_ml1_task_sets_are_metaworlds_fixed_and_disjoint() -> None:
     import metaworld
 
