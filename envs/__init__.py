@@ -5,6 +5,10 @@ namespace (``gymnasium.make("MetaRL/Navigation2D-v0")``; ``maml-rl envs`` lists
 them). Each MuJoCo family also offers ``make_batched(num_envs)``, a natively
 batched version that reproduces the single env bitwise. :mod:`maml_rl.envs.oracle`
 registers, on demand, the *oracle* twin of a family, which also observes its task.
+
+Meta-World's ML1/ML10/ML45 (:mod:`maml_rl.envs.metaworld`) are registered under the
+``MetaWorld`` namespace where the ``metaworld`` extra is installed (without importing
+it: the families import it when built); elsewhere their ids say how to install it.
 """
 
 import importlib.util as _ilu
@@ -34,7 +38,7 @@ from maml_rl.envs.half_cheetah import HalfCheetahDirEnv, HalfCheetahVelEnv, Half
 from maml_rl.envs.locomotion import BatchedMujocoEnv, DirectionTask, VelocityTask
 from maml_rl.envs.navigation import BatchedNavigation2D, GoalTask2D, Navigation2DEnv
 from maml_rl.envs.tabular_mdp import TabularMDPEnv, TabularMDPTask
-from maml_rl.tasks import register_family
+from maml_rl.tasks import register_family, register_unavailable
 from maml_rl.vector import BatchedTaskEnv
 
 __all__ = [
@@ -71,3 +75,12 @@ register_family("MetaRL/Bandit-5arm-v0", Bandit5Env)
 register_family("MetaRL/Bandit-10arm-v0", Bandit10Env)
 register_family("MetaRL/Bandit-50arm-v0", Bandit50Env)
 register_family("MetaRL/TabularMDP-v0", TabularMDPEnv)
+
+if _ilu.find_spec("metaworld") is not None:
+    from maml_rl.envs.metaworld import register_metaworld_families
+
+    register_metaworld_families()
+else:
+    from maml_rl.envs.metaworld import INSTALL_HINT as _METAWORLD_HINT
+
+    register_unavailable("MetaWorld", _METAWORLD_HINT)

@@ -241,7 +241,8 @@ def encode_gif(frames: Sequence[np.ndarray], fps: float) -> bytes:
 
 
 class ConsoleLogger:
-    """One clean line per iteration: returns before/after adaptation, KL, timings.
+    """One clean line per iteration: returns (and success rates, where the family
+    reports them) before/after adaptation, KL, timings.
 
     ``[ 12/40] steps 960,000 | return pre -35.21 post -28.40 | kl 0.0093 | 4.1 s
     (sample 3.0 + update 1.1)``, and ``| step rejected: <why>`` after a rejected
@@ -267,6 +268,12 @@ class ConsoleLogger:
         )
         if pre is not None and post is not None:
             parts.append(f"| return pre {pre:8.2f} post {post:8.2f}")
+        pre, post = (
+            metrics.get("rollout/success_pre_adapt"),
+            metrics.get("rollout/success_post_adapt"),
+        )
+        if pre is not None and post is not None:  # families reporting info["success"]
+            parts.append(f"| success pre {100 * pre:5.1f} % post {100 * post:5.1f} %")
         if "train/kl" in metrics:
             parts.append(f"| kl {metrics['train/kl']:.4f}")
         if "time/iteration_s" in metrics:

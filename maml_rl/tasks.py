@@ -42,6 +42,7 @@ __all__ = [
     "import_family_module",
     "make_family",
     "register_family",
+    "register_unavailable",
     "sample_training_tasks",
 ]
 
@@ -249,6 +250,7 @@ def register_family(
     entry_point: type | str,
     *,
     max_episode_steps: int | None = None,
+    disable_env_checker: bool = False,
     **kwargs: Any,
 ) -> None:
     """Register a task family with Gymnasium under a namespaced, versioned id.
@@ -256,8 +258,10 @@ def register_family(
     ``env_id`` must look like ``"Namespace/Name-vK"`` (a change to the dynamics,
     reward or task distribution bumps ``K``). ``entry_point`` is the env class (a
     :class:`TaskFamily` subclass) or a ``"module:Class"`` string. The time limit
-    defaults to the class's ``horizon``. Registering the same id twice with the same
-    entry point is a no-op, so modules may be re-imported safely.
+    defaults to the class's ``horizon``. ``disable_env_checker`` leaves Gymnasium's
+    passive checker out of ``gymnasium.make`` (for spaces it warns about although they
+    are right, e.g. Meta-World's zero-width hidden-goal entries). Registering the same
+    id twice with the same entry point is a no-op, so modules may be re-imported safely.
     """
     ns, _name, version = gym.envs.registration.parse_env_id(env_id)
     if ns is None or version is None:
@@ -289,9 +293,23 @@ def register_family(
         id=env_id,
         entry_point=cls,  # type: ignore[arg-type]
         max_episode_steps=max_episode_steps,
+        disable_env_checker=disable_env_checker,
         kwargs=kwargs,
     )
     _FAMILIES[env_id] = cls
+
+
+_UNAVAILABLE: dict[str, str] = {}
+
+
+def register_unavailable(namespace: str, reason: str) -> None:
+    """Declare that the families of ``namespace`` need something not installed here.
+
+    An id of that namespace is then refused with ``reason`` (one line saying what to
+    install) instead of "unknown task family". :mod:`maml_rl.envs` does this for
+    ``MetaWorld/`` where the ``metaworld`` extra is missing.
+    """
+    _UNAVAILABLE[namespace] = reason
 
 
 def family_ids() -> list[str]:
@@ -392,6 +410,9 @@ def family_spec(env_id: str) -> gym.envs.registration.EnvSpec:
     ids = family_ids()
     _adopt(bare)
     if bare not in _FAMILIES:
+        namespace = bare.partition("/")[0] if "/" in bare else None
+        if namespace in _UNAVAILABLE:
+            raise ValueError(f"{env_id}: {_UNAVAILABLE[namespace]}")
         close = difflib.get_close_matches(bare, ids, n=1, cutoff=0.4)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         where = (

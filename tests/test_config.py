@@ -25,7 +25,7 @@ from maml_rl.config import (
 )
 from maml_rl.tasks import family_spec
 
-from conftest import CONFIGS, PRESETS
+from conftest import ALL_PRESETS, CONFIGS, PRESETS
 
 
 def test_default_is_the_short_navigation_run() -> None:
@@ -86,7 +86,7 @@ def test_the_original_code_preset_differs_only_where_the_original_did() -> None:
     assert (cfg.eval.episodes_per_step, cfg.eval.fast_lr_schedule) == (40, (0.5, 0.2, 0.1))
 
 
-@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_PRESETS, ids=lambda p: p.name)
 def test_every_preset_states_only_what_differs_from_the_defaults(path: Path) -> None:
     stated = config_from_dict(parse_yaml(path.read_text())).flat()
     raw = parse_yaml(path.read_text())
@@ -99,7 +99,7 @@ def test_every_preset_states_only_what_differs_from_the_defaults(path: Path) -> 
     same = [k for k in keys if k not in ("agent", "env.id") and stated[k] == defaults[k]]
     assert not same, f"{path.name} restates defaults: {same}"
     header = path.read_text().split("\n\n", 1)[0]
-    assert re.search(r"Finn et al|Rothfuss et al|original MAML code", header), path.name
+    assert re.search(r"Finn et al|Rothfuss et al|original MAML code|Yu et al", header), path.name
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)

@@ -80,4 +80,12 @@ def test_console_line_and_composition() -> None:
     assert line.count("\n") == 1
     assert "[ 1/40]" in line and "1,234,567" in line
     assert "pre   -40.00" in line and "post   -12.50" in line
+    assert "success" not in line
     assert memory.records == [(1_234_567, METRICS)]
+
+
+def test_console_line_shows_success_rates_where_reported() -> None:
+    stream = io.StringIO()
+    success = {"rollout/success_pre_adapt": 0.25, "rollout/success_post_adapt": 0.875}
+    ConsoleLogger(num_batches=40, stream=stream).write({**METRICS, **success}, step=10)
+    assert "| success pre  25.0 % post  87.5 % |" in stream.getvalue()
