@@ -557,9 +557,8 @@ class BatchedMujocoEnv(BatchedTaskEnv):
             for name, rows in self._model_rows.items():
                 for k, scale in enumerate(scales):
                     rows[k] = self._nominal[name] * scale[name]
-            state = self._batch.state.copy()
+            # mjb_setConst leaves the state rows as they are (tested).
             self._batch.set_const()
-            self._batch.state[...] = state
             return
         for model, data, scale in zip(self._models, self._datas, scales, strict=True):
             for name, factor in scale.items():
