@@ -18,6 +18,12 @@ cores and in the same run:
 Env steps per second count the steps episodes actually played (an Ant that falls
 stops early). Target: the ``sync`` sampler on all cores ≥ 0.9 × the batch limit.
 
+For a random-dynamics family (``halfcheetah_rand_params``: every simulation has its
+own masses, inertias, damping and friction) both limits are also measured with those
+per-simulation models — ``mujoco.batch``'s ``expand`` + ``set_const``, one ``MjModel``
+copy per ``MjData`` in the loop — and ``per_sim_vs_shared`` gives their ratio to the
+shared-model limits: per-simulation model fields cost nothing when it is ≈ 1.
+
 Navigation2D (20 × 20 × 100, the paper's 2×100 ReLU policy) is timed as a whole
 sample call (target ≤ 50 ms).
 
@@ -33,6 +39,7 @@ The last line is one JSON object with every figure; ``batch_limit`` and
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import multiprocessing as mp
 import os
@@ -51,7 +58,11 @@ from maml_rl.samplers import make_sampler
 from maml_rl.tasks import family_class
 from maml_rl.threads import available_cores
 
-FAMILIES = {"halfcheetah_vel": "MetaRL/HalfCheetahVel-v0", "ant_vel": "MetaRL/AntVel-v0"}
+FAMILIES = {
+    "halfcheetah_vel": "MetaRL/HalfCheetahVel-v0",
+    "ant_vel": "MetaRL/AntVel-v0",
+    "halfcheetah_rand_params": "MetaRL/HalfCheetahRandParams-v0",
+}
 NAV = "MetaRL/Navigation2D-v0"
 
 
@@ -63,14 +74,35 @@ def _start_states(env: Any, num_sims: int, rng: np.random.Generator) -> np.ndarr
 # -- the limits -------------------------------------------------------------------------
 
 
-def batch_limit(env_id: str, num_sims: int, horizon: int, threads: int) -> float:
-    """Env steps per second of ``mujoco.batch.Batch``, open loop, on ``threads`` threads."""
+def _per_sim_fields(env_id: str, num_sims: int) -> list[dict[str, np.ndarray]]:
+    """Each simulation's task-scaled model fields (a random-dynamics family), flat."""
+    cls = family_class(env_id)
+    nominal = {name: getattr(cls().model, name).reshape(-1) for name in cls.rand_params}
+    tasks = cls.sample_tasks(num_sims, np.random.default_rng(1))
+    return [
+        {name: nominal[name] * scale for name, scale in cls._model_scales(task).items()}
+        for task in tasks
+    ]
+
+
+def batch_limit(
+    env_id: str, num_sims: int, horizon: int, threads: int, per_sim: bool = False
+) -> float:
+    """Env steps per second of ``mujoco.batch.Batch``, open loop, on ``threads`` threads;
+    ``per_sim``: with the family's per-simulation model fields (expand + set_const)."""
     import mujoco.batch
 
     env = family_class(env_id)()
     model, frame_skip = env.model, env.frame_skip
     rng = np.random.default_rng(0)
     batch = mujoco.batch.Batch(model, num_sims, nthread=threads)
+    if per_sim:
+        fields = _per_sim_fields(env_id, num_sims)
+        for name in fields[0]:
+            rows = batch.expand(name)
+            for k, values in enumerate(fields):
+                rows[k] = values.reshape(rows.shape[1:])
+        batch.set_const()
     qpos, ctrl = batch.bind("qpos"), batch.bind("ctrl")
     actions = rng.uniform(-1.0, 1.0, size=(64, num_sims, model.nu))
     batch.reset()
@@ -83,16 +115,27 @@ def batch_limit(env_id: str, num_sims: int, horizon: int, threads: int) -> float
     return num_sims * horizon / (time.perf_counter() - start)
 
 
-def _loop(env_id: str, num_sims: int, horizon: int, barrier: Any, seed: int) -> float:
-    """Seconds to step ``num_sims`` MjData ``horizon`` times with random controls."""
+def _loop(
+    env_id: str, num_sims: int, horizon: int, barrier: Any, seed: int, per_sim: bool = False
+) -> float:
+    """Seconds to step ``num_sims`` MjData ``horizon`` times with random controls;
+    ``per_sim``: each MjData on its own MjModel copy with the family's scaled fields."""
     env = family_class(env_id)()
     model, frame_skip = env.model, env.frame_skip
     contact = env.uses_contact_forces
     rng = np.random.default_rng(seed)
     datas = [mujoco.MjData(model) for _ in range(num_sims)]
-    for d, q in zip(datas, _start_states(env, num_sims, rng), strict=True):
+    models = [model] * num_sims
+    if per_sim:
+        models = [copy.deepcopy(model) for _ in range(num_sims)]
+        for m, d, fields in zip(models, datas, _per_sim_fields(env_id, num_sims), strict=True):
+            for name, values in fields.items():
+                getattr(m, name)[...] = values.reshape(getattr(m, name).shape)
+            mujoco.mj_setConst(m, d)
+    for m, d, q in zip(models, datas, _start_states(env, num_sims, rng), strict=True):
+        mujoco.mj_resetData(m, d)
         d.qpos[:] = q
-        mujoco.mj_forward(model, d)
+        mujoco.mj_forward(m, d)
     ctrls = [d.ctrl for d in datas]
     actions = rng.uniform(-1.0, 1.0, size=(64, num_sims, model.nu))
     if barrier is not None:
@@ -102,25 +145,27 @@ def _loop(env_id: str, num_sims: int, horizon: int, barrier: Any, seed: int) -> 
         a = actions[t % 64]
         for k in range(num_sims):
             ctrls[k][:] = a[k]
-            mujoco.mj_step(model, datas[k], nstep=frame_skip)
+            mujoco.mj_step(models[k], datas[k], nstep=frame_skip)
             if contact:
-                mujoco.mj_rnePostConstraint(model, datas[k])
+                mujoco.mj_rnePostConstraint(models[k], datas[k])
     return time.perf_counter() - start
 
 
-def _loop_worker(args: tuple[str, int, int, Any, int]) -> float:
+def _loop_worker(args: tuple[str, int, int, Any, int, bool]) -> float:
     return _loop(*args)
 
 
-def loop_limit(env_id: str, num_sims: int, horizon: int, cores: int) -> float:
+def loop_limit(
+    env_id: str, num_sims: int, horizon: int, cores: int, per_sim: bool = False
+) -> float:
     """Env steps per second of the Python ``mj_step`` loop on ``cores`` processes."""
     if cores == 1:
-        return num_sims * horizon / _loop(env_id, num_sims, horizon, None, 0)
+        return num_sims * horizon / _loop(env_id, num_sims, horizon, None, 0, per_sim)
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         barrier = manager.Barrier(cores)
         shares = [num_sims * (c + 1) // cores - num_sims * c // cores for c in range(cores)]
-        jobs = [(env_id, s, horizon, barrier, c) for c, s in enumerate(shares)]
+        jobs = [(env_id, s, horizon, barrier, c, per_sim) for c, s in enumerate(shares)]
         with ctx.Pool(cores) as pool:
             times = pool.map(_loop_worker, jobs)
     return num_sims * horizon / max(times)
@@ -189,6 +234,18 @@ def measure_family(
         print(f"  batch limit (mujoco.batch, {cores} threads): {out['batch_limit']:>9,.0f} steps/s")
     out["loop_limit"] = loop_limit(env_id, sims, horizon, cores)
     print(f"  loop limit (mj_step loop, {cores} processes): {out['loop_limit']:>9,.0f} steps/s")
+    if family_class(env_id).rand_params:
+        # The same limits with every simulation on its own model (random dynamics).
+        per_sim: dict[str, float] = {}
+        if native:
+            per_sim["batch_limit"] = batch_limit(env_id, sims, horizon, cores, per_sim=True)
+        per_sim["loop_limit"] = loop_limit(env_id, sims, horizon, cores, per_sim=True)
+        ratios = {key: per_sim[key] / out[key] for key in per_sim}
+        out["per_sim_models"] = {**per_sim, "per_sim_vs_shared": ratios}
+        text = ", ".join(
+            f"{k} {per_sim[k]:,.0f} steps/s ({r:.2f} × shared)" for k, r in ratios.items()
+        )
+        print(f"  per-simulation models: {text}")
     settings = [("sync", 1, cores), ("process", cores, 1)]
     out["sampler"] = {}
     for backend, workers, threads in settings:

@@ -196,3 +196,15 @@ def test_native_stepper_expands_only_the_task_fields() -> None:
         env._model_rows["geom_friction"][2], single.model.geom_friction.reshape(-1)
     )
     env.close()
+
+
+def test_without_per_sim_model_fields_auto_falls_back_to_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A MuJoCo with the batched simulator but no mjb_expand: the loop stepper, or one line."""
+    import maml_rl.envs.locomotion as locomotion
+
+    monkeypatch.setattr(locomotion, "native_batch_available", lambda per_sim=False: not per_sim)
+    assert HopperRandParamsEnv.make_batched(2).stepper == "loop"
+    with pytest.raises(RuntimeError, match=r"no per-simulation model fields.*stepper='loop'"):
+        HopperRandParamsEnv.make_batched(2, stepper="native")
