@@ -100,8 +100,8 @@ def batch_limit(
         fields = _per_sim_fields(env_id, num_sims)
         for name in fields[0]:
             rows = batch.expand(name)
-            for k, values in enumerate(fields):
-                rows[k] = values.reshape(rows.shape[1:])
+            for k, sim_fields in enumerate(fields):
+                rows[k] = sim_fields[name].reshape(rows.shape[1:])
         batch.set_const()
     qpos, ctrl = batch.bind("qpos"), batch.bind("ctrl")
     actions = rng.uniform(-1.0, 1.0, size=(64, num_sims, model.nu))
