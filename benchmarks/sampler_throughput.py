@@ -21,8 +21,10 @@ stops early). Target: the ``sync`` sampler on all cores ≥ 0.9 × the batch lim
 For a random-dynamics family (``halfcheetah_rand_params``: every simulation has its
 own masses, inertias, damping and friction) both limits are also measured with those
 per-simulation models — ``mujoco.batch``'s ``expand`` + ``set_const``, one ``MjModel``
-copy per ``MjData`` in the loop — and ``per_sim_vs_shared`` gives their ratio to the
-shared-model limits: per-simulation model fields cost nothing when it is ≈ 1.
+copy per ``MjData`` in the loop — once with every simulation's fields left at their
+nominal values (``nominal``: what per-simulation storage alone costs) and once with
+each task's scaled values (``tasks``: the random bodies' own physics added), each as a
+ratio to the shared-model limits (``per_sim_vs_shared``; ≈ 1: no cost).
 
 Navigation2D (20 × 20 × 100, the paper's 2×100 ReLU policy) is timed as a whole
 sample call (target ≤ 50 ms).
@@ -74,22 +76,24 @@ def _start_states(env: Any, num_sims: int, rng: np.random.Generator) -> np.ndarr
 # -- the limits -------------------------------------------------------------------------
 
 
-def _per_sim_fields(env_id: str, num_sims: int) -> list[dict[str, np.ndarray]]:
-    """Each simulation's task-scaled model fields (a random-dynamics family), flat."""
+def _per_sim_fields(env_id: str, num_sims: int, values: str) -> list[dict[str, np.ndarray]]:
+    """Each simulation's model fields (a random-dynamics family), flat: task-scaled
+    (``values="tasks"``) or the nominal ones (``"nominal"``)."""
     cls = family_class(env_id)
     nominal = {name: getattr(cls().model, name).reshape(-1) for name in cls.rand_params}
     tasks = cls.sample_tasks(num_sims, np.random.default_rng(1))
+    if values == "nominal":
+        tasks = [cls.default_task()] * num_sims
     return [
         {name: nominal[name] * scale for name, scale in cls._model_scales(task).items()}
         for task in tasks
     ]
 
 
-def batch_limit(
-    env_id: str, num_sims: int, horizon: int, threads: int, per_sim: bool = False
-) -> float:
+def batch_limit(env_id: str, num_sims: int, horizon: int, threads: int, per_sim: str = "") -> float:
     """Env steps per second of ``mujoco.batch.Batch``, open loop, on ``threads`` threads;
-    ``per_sim``: with the family's per-simulation model fields (expand + set_const)."""
+    ``per_sim`` (``"nominal"`` or ``"tasks"``): with per-simulation model fields
+    (expand + set_const)."""
     import mujoco.batch
 
     env = family_class(env_id)()
@@ -97,7 +101,7 @@ def batch_limit(
     rng = np.random.default_rng(0)
     batch = mujoco.batch.Batch(model, num_sims, nthread=threads)
     if per_sim:
-        fields = _per_sim_fields(env_id, num_sims)
+        fields = _per_sim_fields(env_id, num_sims, per_sim)
         for name in fields[0]:
             rows = batch.expand(name)
             for k, sim_fields in enumerate(fields):
@@ -116,7 +120,7 @@ def batch_limit(
 
 
 def _loop(
-    env_id: str, num_sims: int, horizon: int, barrier: Any, seed: int, per_sim: bool = False
+    env_id: str, num_sims: int, horizon: int, barrier: Any, seed: int, per_sim: str = ""
 ) -> float:
     """Seconds to step ``num_sims`` MjData ``horizon`` times with random controls;
     ``per_sim``: each MjData on its own MjModel copy with the family's scaled fields."""
@@ -128,7 +132,8 @@ def _loop(
     models = [model] * num_sims
     if per_sim:
         models = [copy.deepcopy(model) for _ in range(num_sims)]
-        for m, d, fields in zip(models, datas, _per_sim_fields(env_id, num_sims), strict=True):
+        per_sim_fields = _per_sim_fields(env_id, num_sims, per_sim)
+        for m, d, fields in zip(models, datas, per_sim_fields, strict=True):
             for name, values in fields.items():
                 getattr(m, name)[...] = values.reshape(getattr(m, name).shape)
             mujoco.mj_setConst(m, d)
@@ -151,13 +156,11 @@ def _loop(
     return time.perf_counter() - start
 
 
-def _loop_worker(args: tuple[str, int, int, Any, int, bool]) -> float:
+def _loop_worker(args: tuple[str, int, int, Any, int, str]) -> float:
     return _loop(*args)
 
 
-def loop_limit(
-    env_id: str, num_sims: int, horizon: int, cores: int, per_sim: bool = False
-) -> float:
+def loop_limit(env_id: str, num_sims: int, horizon: int, cores: int, per_sim: str = "") -> float:
     """Env steps per second of the Python ``mj_step`` loop on ``cores`` processes."""
     if cores == 1:
         return num_sims * horizon / _loop(env_id, num_sims, horizon, None, 0, per_sim)
@@ -236,16 +239,18 @@ def measure_family(
     print(f"  loop limit (mj_step loop, {cores} processes): {out['loop_limit']:>9,.0f} steps/s")
     if family_class(env_id).rand_params:
         # The same limits with every simulation on its own model (random dynamics).
-        per_sim: dict[str, float] = {}
-        if native:
-            per_sim["batch_limit"] = batch_limit(env_id, sims, horizon, cores, per_sim=True)
-        per_sim["loop_limit"] = loop_limit(env_id, sims, horizon, cores, per_sim=True)
-        ratios = {key: per_sim[key] / out[key] for key in per_sim}
-        out["per_sim_models"] = {**per_sim, "per_sim_vs_shared": ratios}
-        text = ", ".join(
-            f"{k} {per_sim[k]:,.0f} steps/s ({r:.2f} × shared)" for k, r in ratios.items()
-        )
-        print(f"  per-simulation models: {text}")
+        out["per_sim_models"] = {}
+        for values in ("nominal", "tasks"):
+            per_sim: dict[str, float] = {}
+            if native:
+                per_sim["batch_limit"] = batch_limit(env_id, sims, horizon, cores, values)
+            per_sim["loop_limit"] = loop_limit(env_id, sims, horizon, cores, values)
+            ratios = {key: per_sim[key] / out[key] for key in per_sim}
+            out["per_sim_models"][values] = {**per_sim, "per_sim_vs_shared": ratios}
+            text = ", ".join(
+                f"{k} {per_sim[k]:,.0f} steps/s ({r:.2f} × shared)" for k, r in ratios.items()
+            )
+            print(f"  per-simulation models, {values} values: {text}")
     settings = [("sync", 1, cores), ("process", cores, 1)]
     out["sampler"] = {}
     for backend, workers, threads in settings:
