@@ -1,8 +1,8 @@
 """Sampler throughput against what the simulator itself can do, measured in one run.
 
-For HalfCheetahVel and AntVel (40 tasks × 20 episodes × 200 steps by default, a 2×100
-tanh Gaussian policy with different parameters per task) it measures, on the same
-cores and in the same run:
+For HalfCheetahVel, AntVel and HalfCheetahRandParams (40 tasks × 20 episodes × 200
+steps by default, a 2×100 tanh Gaussian policy with different parameters per task) it
+measures, on the same cores and in the same run:
 
 * **batch limit**: MuJoCo's own batched simulator, open loop — ``mujoco.batch.Batch``
   with ``nthread`` = the cores used, stepping all ``tasks × episodes`` simulations
