@@ -1,8 +1,8 @@
 """Sampler throughput against what the simulator itself can do, measured in one run.
 
-For HalfCheetahVel and AntVel (40 tasks × 20 episodes × 200 steps by default, a 2×100
-tanh Gaussian policy with different parameters per task) it measures, on the same
-cores and in the same run:
+For HalfCheetahVel, AntVel and HalfCheetahRandParams (40 tasks × 20 episodes × 200
+steps by default, a 2×100 tanh Gaussian policy with different parameters per task) it
+measures, on the same cores and in the same run:
 
 * **batch limit**: MuJoCo's own batched simulator, open loop — ``mujoco.batch.Batch``
   with ``nthread`` = the cores used, stepping all ``tasks × episodes`` simulations
@@ -17,6 +17,14 @@ cores and in the same run:
 
 Env steps per second count the steps episodes actually played (an Ant that falls
 stops early). Target: the ``sync`` sampler on all cores ≥ 0.9 × the batch limit.
+
+For a random-dynamics family (``halfcheetah_rand_params``: every simulation has its
+own masses, inertias, damping and friction) both limits are also measured with those
+per-simulation models — ``mujoco.batch``'s ``expand`` + ``set_const``, one ``MjModel``
+copy per ``MjData`` in the loop — once with every simulation's fields left at their
+nominal values (``nominal``: what per-simulation storage alone costs) and once with
+each task's scaled values (``tasks``: the random bodies' own physics added), each as a
+ratio to the shared-model limits (``per_sim_vs_shared``; ≈ 1: no cost).
 
 Navigation2D (20 × 20 × 100, the paper's 2×100 ReLU policy) is timed as a whole
 sample call (target ≤ 50 ms).
@@ -33,6 +41,7 @@ The last line is one JSON object with every figure; ``batch_limit`` and
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import multiprocessing as mp
 import os
@@ -51,7 +60,11 @@ from maml_rl.samplers import make_sampler
 from maml_rl.tasks import family_class
 from maml_rl.threads import available_cores
 
-FAMILIES = {"halfcheetah_vel": "MetaRL/HalfCheetahVel-v0", "ant_vel": "MetaRL/AntVel-v0"}
+FAMILIES = {
+    "halfcheetah_vel": "MetaRL/HalfCheetahVel-v0",
+    "ant_vel": "MetaRL/AntVel-v0",
+    "halfcheetah_rand_params": "MetaRL/HalfCheetahRandParams-v0",
+}
 NAV = "MetaRL/Navigation2D-v0"
 
 
@@ -63,14 +76,37 @@ def _start_states(env: Any, num_sims: int, rng: np.random.Generator) -> np.ndarr
 # -- the limits -------------------------------------------------------------------------
 
 
-def batch_limit(env_id: str, num_sims: int, horizon: int, threads: int) -> float:
-    """Env steps per second of ``mujoco.batch.Batch``, open loop, on ``threads`` threads."""
+def _per_sim_fields(env_id: str, num_sims: int, values: str) -> list[dict[str, np.ndarray]]:
+    """Each simulation's model fields (a random-dynamics family), flat: task-scaled
+    (``values="tasks"``) or the nominal ones (``"nominal"``)."""
+    cls = family_class(env_id)
+    nominal = {name: getattr(cls().model, name).reshape(-1) for name in cls.rand_params}
+    tasks = cls.sample_tasks(num_sims, np.random.default_rng(1))
+    if values == "nominal":
+        tasks = [cls.default_task()] * num_sims
+    return [
+        {name: nominal[name] * scale for name, scale in cls._model_scales(task).items()}
+        for task in tasks
+    ]
+
+
+def batch_limit(env_id: str, num_sims: int, horizon: int, threads: int, per_sim: str = "") -> float:
+    """Env steps per second of ``mujoco.batch.Batch``, open loop, on ``threads`` threads;
+    ``per_sim`` (``"nominal"`` or ``"tasks"``): with per-simulation model fields
+    (expand + set_const)."""
     import mujoco.batch
 
     env = family_class(env_id)()
     model, frame_skip = env.model, env.frame_skip
     rng = np.random.default_rng(0)
     batch = mujoco.batch.Batch(model, num_sims, nthread=threads)
+    if per_sim:
+        fields = _per_sim_fields(env_id, num_sims, per_sim)
+        for name in fields[0]:
+            rows = batch.expand(name)
+            for k, sim_fields in enumerate(fields):
+                rows[k] = sim_fields[name].reshape(rows.shape[1:])
+        batch.set_const()
     qpos, ctrl = batch.bind("qpos"), batch.bind("ctrl")
     actions = rng.uniform(-1.0, 1.0, size=(64, num_sims, model.nu))
     batch.reset()
@@ -83,16 +119,28 @@ def batch_limit(env_id: str, num_sims: int, horizon: int, threads: int) -> float
     return num_sims * horizon / (time.perf_counter() - start)
 
 
-def _loop(env_id: str, num_sims: int, horizon: int, barrier: Any, seed: int) -> float:
-    """Seconds to step ``num_sims`` MjData ``horizon`` times with random controls."""
+def _loop(
+    env_id: str, num_sims: int, horizon: int, barrier: Any, seed: int, per_sim: str = ""
+) -> float:
+    """Seconds to step ``num_sims`` MjData ``horizon`` times with random controls;
+    ``per_sim``: each MjData on its own MjModel copy with the family's scaled fields."""
     env = family_class(env_id)()
     model, frame_skip = env.model, env.frame_skip
     contact = env.uses_contact_forces
     rng = np.random.default_rng(seed)
     datas = [mujoco.MjData(model) for _ in range(num_sims)]
-    for d, q in zip(datas, _start_states(env, num_sims, rng), strict=True):
+    models = [model] * num_sims
+    if per_sim:
+        models = [copy.deepcopy(model) for _ in range(num_sims)]
+        per_sim_fields = _per_sim_fields(env_id, num_sims, per_sim)
+        for m, d, fields in zip(models, datas, per_sim_fields, strict=True):
+            for name, values in fields.items():
+                getattr(m, name)[...] = values.reshape(getattr(m, name).shape)
+            mujoco.mj_setConst(m, d)
+    for m, d, q in zip(models, datas, _start_states(env, num_sims, rng), strict=True):
+        mujoco.mj_resetData(m, d)
         d.qpos[:] = q
-        mujoco.mj_forward(model, d)
+        mujoco.mj_forward(m, d)
     ctrls = [d.ctrl for d in datas]
     actions = rng.uniform(-1.0, 1.0, size=(64, num_sims, model.nu))
     if barrier is not None:
@@ -102,25 +150,25 @@ def _loop(env_id: str, num_sims: int, horizon: int, barrier: Any, seed: int) -> 
         a = actions[t % 64]
         for k in range(num_sims):
             ctrls[k][:] = a[k]
-            mujoco.mj_step(model, datas[k], nstep=frame_skip)
+            mujoco.mj_step(models[k], datas[k], nstep=frame_skip)
             if contact:
-                mujoco.mj_rnePostConstraint(model, datas[k])
+                mujoco.mj_rnePostConstraint(models[k], datas[k])
     return time.perf_counter() - start
 
 
-def _loop_worker(args: tuple[str, int, int, Any, int]) -> float:
+def _loop_worker(args: tuple[str, int, int, Any, int, str]) -> float:
     return _loop(*args)
 
 
-def loop_limit(env_id: str, num_sims: int, horizon: int, cores: int) -> float:
+def loop_limit(env_id: str, num_sims: int, horizon: int, cores: int, per_sim: str = "") -> float:
     """Env steps per second of the Python ``mj_step`` loop on ``cores`` processes."""
     if cores == 1:
-        return num_sims * horizon / _loop(env_id, num_sims, horizon, None, 0)
+        return num_sims * horizon / _loop(env_id, num_sims, horizon, None, 0, per_sim)
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         barrier = manager.Barrier(cores)
         shares = [num_sims * (c + 1) // cores - num_sims * c // cores for c in range(cores)]
-        jobs = [(env_id, s, horizon, barrier, c) for c, s in enumerate(shares)]
+        jobs = [(env_id, s, horizon, barrier, c, per_sim) for c, s in enumerate(shares)]
         with ctx.Pool(cores) as pool:
             times = pool.map(_loop_worker, jobs)
     return num_sims * horizon / max(times)
@@ -189,6 +237,20 @@ def measure_family(
         print(f"  batch limit (mujoco.batch, {cores} threads): {out['batch_limit']:>9,.0f} steps/s")
     out["loop_limit"] = loop_limit(env_id, sims, horizon, cores)
     print(f"  loop limit (mj_step loop, {cores} processes): {out['loop_limit']:>9,.0f} steps/s")
+    if family_class(env_id).rand_params:
+        # The same limits with every simulation on its own model (random dynamics).
+        out["per_sim_models"] = {}
+        for values in ("nominal", "tasks"):
+            per_sim: dict[str, float] = {}
+            if native:
+                per_sim["batch_limit"] = batch_limit(env_id, sims, horizon, cores, values)
+            per_sim["loop_limit"] = loop_limit(env_id, sims, horizon, cores, values)
+            ratios = {key: per_sim[key] / out[key] for key in per_sim}
+            out["per_sim_models"][values] = {**per_sim, "per_sim_vs_shared": ratios}
+            text = ", ".join(
+                f"{k} {per_sim[k]:,.0f} steps/s ({r:.2f} × shared)" for k, r in ratios.items()
+            )
+            print(f"  per-simulation models, {values} values: {text}")
     settings = [("sync", 1, cores), ("process", cores, 1)]
     out["sampler"] = {}
     for backend, workers, threads in settings:

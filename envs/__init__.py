@@ -34,9 +34,31 @@ _pin_glfw_library()  # before any module below imports gymnasium's MuJoCo envs
 
 from maml_rl.envs.ant import AntDirEnv, AntGoalEnv, AntGoalTask, AntVelEnv, AntVelTask
 from maml_rl.envs.bandit import Bandit5Env, Bandit10Env, Bandit50Env, BanditTask
-from maml_rl.envs.half_cheetah import HalfCheetahDirEnv, HalfCheetahVelEnv, HalfCheetahVelTask
+from maml_rl.envs.half_cheetah import (
+    HalfCheetahDirEnv,
+    HalfCheetahVelEnv,
+    HalfCheetahVelSparseEnv,
+    HalfCheetahVelTask,
+)
+from maml_rl.envs.humanoid import HumanoidDirEnv, HumanoidFwdBackEnv, PlanarDirectionTask
 from maml_rl.envs.locomotion import BatchedMujocoEnv, DirectionTask, VelocityTask
-from maml_rl.envs.navigation import BatchedNavigation2D, GoalTask2D, Navigation2DEnv
+from maml_rl.envs.navigation import (
+    BatchedNavigation2D,
+    BatchedNavigation2DSparse,
+    GoalTask2D,
+    HalfCircleGoalTask,
+    Navigation2DEnv,
+    Navigation2DSparseEnv,
+)
+from maml_rl.envs.rand_params import (
+    HalfCheetahRandParamsEnv,
+    HalfCheetahRandParamsTask,
+    HopperRandParamsEnv,
+    HopperRandParamsTask,
+    RandParamsTask,
+    Walker2dRandParamsEnv,
+    Walker2dRandParamsTask,
+)
 from maml_rl.envs.tabular_mdp import TabularMDPEnv, TabularMDPTask
 from maml_rl.tasks import register_family, register_unavailable
 from maml_rl.vector import BatchedTaskEnv
@@ -53,24 +75,45 @@ __all__ = [
     "BanditTask",
     "BatchedMujocoEnv",
     "BatchedNavigation2D",
+    "BatchedNavigation2DSparse",
     "BatchedTaskEnv",
     "DirectionTask",
     "GoalTask2D",
     "HalfCheetahDirEnv",
+    "HalfCheetahRandParamsEnv",
+    "HalfCheetahRandParamsTask",
     "HalfCheetahVelEnv",
+    "HalfCheetahVelSparseEnv",
     "HalfCheetahVelTask",
+    "HalfCircleGoalTask",
+    "HopperRandParamsEnv",
+    "HopperRandParamsTask",
+    "HumanoidDirEnv",
+    "HumanoidFwdBackEnv",
     "Navigation2DEnv",
+    "Navigation2DSparseEnv",
+    "PlanarDirectionTask",
+    "RandParamsTask",
     "TabularMDPEnv",
     "TabularMDPTask",
     "VelocityTask",
+    "Walker2dRandParamsEnv",
+    "Walker2dRandParamsTask",
 ]
 
 register_family("MetaRL/Navigation2D-v0", Navigation2DEnv)
+register_family("MetaRL/Navigation2DSparse-v0", Navigation2DSparseEnv)
 register_family("MetaRL/HalfCheetahVel-v0", HalfCheetahVelEnv)
+register_family("MetaRL/HalfCheetahVelSparse-v0", HalfCheetahVelSparseEnv)
 register_family("MetaRL/HalfCheetahDir-v0", HalfCheetahDirEnv)
 register_family("MetaRL/AntVel-v0", AntVelEnv)
 register_family("MetaRL/AntDir-v0", AntDirEnv)
 register_family("MetaRL/AntGoal-v0", AntGoalEnv)
+register_family("MetaRL/HopperRandParams-v0", HopperRandParamsEnv)
+register_family("MetaRL/Walker2dRandParams-v0", Walker2dRandParamsEnv)
+register_family("MetaRL/HalfCheetahRandParams-v0", HalfCheetahRandParamsEnv)
+register_family("MetaRL/HumanoidDir-v0", HumanoidDirEnv)
+register_family("MetaRL/HumanoidFwdBack-v0", HumanoidFwdBackEnv)
 register_family("MetaRL/Bandit-5arm-v0", Bandit5Env)
 register_family("MetaRL/Bandit-10arm-v0", Bandit10Env)
 register_family("MetaRL/Bandit-50arm-v0", Bandit50Env)

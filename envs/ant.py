@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -142,13 +142,19 @@ class _AntFamily(MujocoTaskFamily, AntEnv):
         self._init_family(task, render_mode, width, height)
 
     @classmethod
-    def _position(cls, qpos: np.ndarray, xpos: np.ndarray | None) -> np.ndarray:
+    def _position(
+        cls, qpos: np.ndarray, xpos: np.ndarray | None, fields: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
         assert xpos is not None  # position_from_xpos is set
         return xpos[:, TORSO, :2]
 
     @classmethod
     def _observe(
-        cls, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None
+        cls,
+        qpos: np.ndarray,
+        qvel: np.ndarray,
+        cfrc_ext: np.ndarray | None,
+        fields: Mapping[str, np.ndarray],
     ) -> np.ndarray:
         assert cfrc_ext is not None  # uses_contact_forces is set
         contact = np.clip(cfrc_ext[:, 1:], *CONTACT_FORCE_RANGE).reshape(len(qpos), -1)

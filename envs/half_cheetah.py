@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,11 +21,18 @@ from maml_rl.envs.locomotion import (
 )
 from maml_rl.tasks import Task
 
-__all__ = ["HalfCheetahDirEnv", "HalfCheetahVelEnv", "HalfCheetahVelTask"]
+__all__ = [
+    "HalfCheetahDirEnv",
+    "HalfCheetahVelEnv",
+    "HalfCheetahVelSparseEnv",
+    "HalfCheetahVelTask",
+]
 
 #: Weight of the control cost ‖a‖² (the original MAML code's value).
 CTRL_COST_WEIGHT = 0.05
 VELOCITY_LOW, VELOCITY_HIGH = 0.0, 2.0
+#: HalfCheetahVelSparse pays a reward only while ``|v_x − v_goal|`` is below this.
+SPARSE_VELOCITY_BAND = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,13 +104,19 @@ class _HalfCheetahFamily(MujocoTaskFamily, HalfCheetahEnv):
         self._init_family(task, render_mode, width, height)
 
     @classmethod
-    def _position(cls, qpos: np.ndarray, xpos: np.ndarray | None) -> np.ndarray:
+    def _position(
+        cls, qpos: np.ndarray, xpos: np.ndarray | None, fields: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
         # v5 measures the forward velocity on the rootx slide joint.
         return qpos[:, :1]
 
     @classmethod
     def _observe(
-        cls, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None
+        cls,
+        qpos: np.ndarray,
+        qvel: np.ndarray,
+        cfrc_ext: np.ndarray | None,
+        fields: Mapping[str, np.ndarray],
     ) -> np.ndarray:
         return np.concatenate([qpos[:, 1:], qvel], axis=1)
 
@@ -207,6 +221,62 @@ class HalfCheetahDirEnv(DirectionFamily, _HalfCheetahFamily):
             "x_position": tr.qpos[:, 0].copy(),
             "x_velocity": x_velocity,
             "reward_forward": forward_reward,
+            "reward_ctrl": -ctrl_cost,
+        }
+        return reward, np.zeros(len(reward), dtype=bool), info
+
+
+class HalfCheetahVelSparseEnv(VelocityFamily, _HalfCheetahFamily):
+    __doc__ = (
+        """HalfCheetah that must run at a target velocity, paid only near it.
+
+    Registered as ``MetaRL/HalfCheetahVelSparse-v0``: ``MetaRL/HalfCheetahVel-v0``
+    (same model, observation, start state, physics and task distribution) whose
+    reward is zero unless the forward velocity is within 0.5 m/s of the target — the
+    sparse cheetah-velocity task of the meta-RL exploration literature.
+    """
+        + _COMMON_SPEC
+        + """
+    ## Reward
+    ``gap = |v_x − v_goal|`` with ``v_x = (x_after − x_before) / dt`` the torso's
+    (``rootx``) forward velocity over the step; ``reward = 1 − gap`` if
+    ``gap < 0.5``, else ``0`` (positive inside the band, so in ``(0.5, 1]``; the same
+    shaping as ``MetaRL/Navigation2DSparse-v0``'s goal radius). There is no control
+    cost in the reward (it would pay a signal everywhere). ``info`` holds
+    ``reward_dense`` (HalfCheetahVel's reward ``−gap − 0.05·‖a‖²``),
+    ``reward_sparse`` (the reward), ``reward_velocity`` (``−gap``), ``reward_ctrl``
+    (``−0.05·‖a‖²``), ``x_position`` and ``x_velocity``.
+
+    ## Task distribution
+    As HalfCheetahVel: the target velocity ``velocity ~ U[0, 2]`` m/s, drawn with the
+    generator given to :meth:`sample_tasks`. Task type :class:`HalfCheetahVelTask`;
+    the default task is ``velocity = 1``. A cheetah at rest is inside the band of the
+    targets below 0.5 m/s only.
+
+    ## Arguments
+    ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering).
+
+    ## Version history
+    * v0: initial version (Gymnasium HalfCheetah-v5, mujoco ≥ 3).
+    """
+    )
+
+    task_cls = HalfCheetahVelTask
+    task_distribution = "velocity ~ U[0, 2] m/s; reward within 0.5 m/s"
+
+    @classmethod
+    def _evaluate(
+        cls, params: np.ndarray, tr: Transition
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        x_velocity, ctrl_cost = cls._velocity_and_ctrl(tr)
+        gap = np.abs(x_velocity - params[:, 0])
+        reward = np.where(gap < SPARSE_VELOCITY_BAND, 1.0 - gap, 0.0)
+        info = {
+            "x_position": tr.qpos[:, 0].copy(),
+            "x_velocity": x_velocity,
+            "reward_dense": -gap - ctrl_cost,
+            "reward_sparse": reward,
+            "reward_velocity": -gap,
             "reward_ctrl": -ctrl_cost,
         }
         return reward, np.zeros(len(reward), dtype=bool), info

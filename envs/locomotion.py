@@ -25,9 +25,10 @@ reproduces the single env **bitwise**.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
@@ -108,6 +109,19 @@ def mujoco_warnings_to_python(ignore: Sequence[str] = KNOWN_MODEL_WARNINGS) -> I
         mujoco.set_mju_user_warning(previous)
 
 
+@contextlib.contextmanager
+def _state_kept(model: mujoco.MjModel, data: mujoco.MjData) -> Iterator[None]:
+    """Restore ``data``'s integration state (time, qpos, qvel, act, warm start, ctrl...)
+    after the block."""
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(model, spec))
+    mujoco.mj_getState(model, data, state, spec)
+    try:
+        yield
+    finally:
+        mujoco.mj_setState(model, data, state, spec)
+
+
 def sum_squares(x: np.ndarray) -> np.ndarray:
     """Row-wise sum of squares ``[K, n] -> [K]`` in an order independent of ``K``.
 
@@ -166,6 +180,13 @@ class MujocoTaskFamily(TaskFamily):
     uses_contact_forces: ClassVar[bool] = False
     #: Whether :meth:`_position` reads the body positions ``xpos``.
     position_from_xpos: ClassVar[bool] = False
+    #: Further ``MjData`` fields that :meth:`_position` and :meth:`_observe` read, given
+    #: to them as ``[K, *shape]`` arrays in ``fields`` (e.g. Humanoid's ``cinert``).
+    data_fields: ClassVar[tuple[str, ...]] = ()
+    #: ``MjModel`` fields that the task scales (random dynamics): ``{field: b}``, the
+    #: field's value becoming ``nominal × b**u`` elementwise, ``u`` the task's field of
+    #: the same name (flattened). Empty for families whose task changes only the reward.
+    rand_params: ClassVar[Mapping[str, float]] = {}
 
     # Provided by the Gymnasium MujocoEnv base.
     model: mujoco.MjModel
@@ -188,10 +209,12 @@ class MujocoTaskFamily(TaskFamily):
         raise NotImplementedError
 
     @classmethod
-    def _position(cls, qpos: np.ndarray, xpos: np.ndarray | None) -> np.ndarray:
+    def _position(
+        cls, qpos: np.ndarray, xpos: np.ndarray | None, fields: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
         """The position whose change is the velocity, ``[K, d]``, from the joint
-        positions ``[K, nq]`` and (when :attr:`position_from_xpos`) the body frame
-        positions ``[K, nbody, 3]``."""
+        positions ``[K, nq]``, (when :attr:`position_from_xpos`) the body frame
+        positions ``[K, nbody, 3]`` and the :attr:`data_fields`."""
         raise NotImplementedError
 
     @classmethod
@@ -203,10 +226,38 @@ class MujocoTaskFamily(TaskFamily):
 
     @classmethod
     def _observe(
-        cls, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None
+        cls,
+        qpos: np.ndarray,
+        qvel: np.ndarray,
+        cfrc_ext: np.ndarray | None,
+        fields: Mapping[str, np.ndarray],
     ) -> np.ndarray:
         """Observations ``[K, obs_dim]`` from gathered state (equal to v5's ``_get_obs``)."""
         raise NotImplementedError
+
+    @classmethod
+    def _reset_state(
+        cls, rng: np.random.Generator, init_qpos: np.ndarray, init_qvel: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One env's start state, draw for draw as its v5 ``reset_model``.
+
+        The default is HalfCheetah's and Ant's: ``qpos`` uniform in ±0.1, then ``qvel``
+        with 0.1-scaled standard normal noise."""
+        noise = RESET_NOISE_SCALE
+        qpos = init_qpos + rng.uniform(low=-noise, high=noise, size=len(init_qpos))
+        qvel = init_qvel + noise * rng.standard_normal(len(init_qvel))
+        return qpos, qvel
+
+    @classmethod
+    def _model_scales(cls, task: Task) -> dict[str, np.ndarray]:
+        """The factors ``b**u`` of each :attr:`rand_params` field for one task (flat).
+
+        Computed per task, on arrays of the same shape in the single and the batched
+        env, so that both get the same bits."""
+        return {
+            name: np.power(base, np.asarray(getattr(task, name), dtype=np.float64))
+            for name, base in cls.rand_params.items()
+        }
 
     # -- single env ----------------------------------------------------------------
     def _init_family(self, task: Task | dict[str, Any] | None, *ezpickle_args: Any) -> None:
@@ -222,6 +273,19 @@ class MujocoTaskFamily(TaskFamily):
 
     def _apply_task(self, task: Task) -> None:
         self._params = self._task_params([task])
+        if self.rand_params:
+            self._scale_model(task)
+
+    def _scale_model(self, task: Task) -> None:
+        """Write the task's model fields (nominal × scale) and rerun ``mj_setConst``;
+        the simulation's state is kept (``mj_setConst`` overwrites it)."""
+        if not hasattr(self, "_nominal"):
+            self._nominal = {name: getattr(self.model, name).copy() for name in self.rand_params}
+        for name, scale in self._model_scales(task).items():
+            field = getattr(self.model, name)
+            field[...] = (self._nominal[name].reshape(-1) * scale).reshape(field.shape)
+        with _state_kept(self.model, self.data):
+            mujoco.mj_setConst(self.model, self.data)
 
     def __getstate__(self) -> dict[str, Any]:
         # Rebuild from the constructor arguments (MuJoCo objects do not pickle),
@@ -261,7 +325,10 @@ class MujocoTaskFamily(TaskFamily):
 
     def _single_position(self) -> np.ndarray:
         xpos = self.data.xpos[None] if self.position_from_xpos else None
-        return self._position(self.data.qpos[None], xpos).copy()
+        return self._position(self.data.qpos[None], xpos, self._single_fields()).copy()
+
+    def _single_fields(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self.data, name)[None] for name in self.data_fields}
 
     # -- batched env -------------------------------------------------------------
     @classmethod
@@ -361,6 +428,12 @@ class BatchedMujocoEnv(BatchedTaskEnv):
       state gathered with one ``np.concatenate`` per quantity into preallocated
       buffers.
 
+    For a family with random dynamics (:attr:`MujocoTaskFamily.rand_params`), each
+    simulation has its own model fields: on the native stepper the fields are expanded
+    per simulation (``mjb_expand``) and ``mj_setConst`` rerun per simulation
+    (``mjb_setConst``); on the loop stepper each ``MjData`` has its own ``MjModel``
+    copy. Either way the fields are written as the single env writes them.
+
     Either way observations and rewards are computed for all ``K`` at once. Envs
     that have terminated are no longer simulated; their later outputs are
     meaningless (frozen observation, zero reward).
@@ -393,6 +466,7 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         # batched env cannot drift from the registered one.
         proto: Any = family()
         self.model: mujoco.MjModel = proto.model
+        self._field_shapes = {name: getattr(proto.data, name).shape for name in family.data_fields}
         self.frame_skip: int = proto.frame_skip
         self.dt: float = proto.dt
         self._init_qpos: np.ndarray = proto.init_qpos.copy()
@@ -405,13 +479,24 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         proto.close()
 
+        per_sim_models = bool(family.rand_params)
         if stepper == "auto":
-            stepper = "native" if native_batch_available() else "loop"
+            stepper = "native" if native_batch_available(per_sim_models) else "loop"
+        elif stepper == "native" and per_sim_models and not native_batch_available(True):
+            raise RuntimeError(
+                f"mujoco {mujoco.__version__} has no per-simulation model fields "
+                f"(mjb_expand), which {family.__name__} needs on the native stepper; "
+                "use stepper='loop'"
+            )
         self.stepper = stepper
         m, k = self.model, self.num_envs
         self._batch: NativeBatch | None = None
         self._xpos: np.ndarray | None = None
         self._cfrc: np.ndarray | None = None
+        self._fields: dict[str, np.ndarray] = {}
+        # Nominal values of the task-scaled model fields, flat (random dynamics only).
+        self._nominal = {name: getattr(m, name).reshape(-1).copy() for name in family.rand_params}
+        self._model_rows: dict[str, np.ndarray] = {}
         if stepper == "native":
             threads = available_cores() if num_threads is None else num_threads
             self._batch = batch = NativeBatch(m, k, min(threads, k))
@@ -421,8 +506,13 @@ class BatchedMujocoEnv(BatchedTaskEnv):
                 self._xpos = batch.output("xpos").reshape(k, m.nbody, 3)
             if family.uses_contact_forces:
                 self._cfrc = batch.output("cfrc_ext").reshape(k, m.nbody, 6)
+            for name, shape in self._field_shapes.items():
+                self._fields[name] = batch.output(name).reshape(k, *shape)
+            self._model_rows = {name: batch.expand(name) for name in family.rand_params}
         else:
             self.num_threads = 1
+            # Each simulation its own model where the task changes the dynamics.
+            self._models = [copy.deepcopy(m) for _ in range(k)] if per_sim_models else [m] * k
             self._datas = [mujoco.MjData(m) for _ in range(k)]
             # Cached views into each MjData: valid for its lifetime (MuJoCo never
             # reallocates), and they spare the attribute lookups in the hot loop.
@@ -434,6 +524,9 @@ class BatchedMujocoEnv(BatchedTaskEnv):
                 self._xpos = self._gathered([d.xpos for d in self._datas], (k, m.nbody, 3))
             if family.uses_contact_forces:
                 self._cfrc = self._gathered([d.cfrc_ext for d in self._datas], (k, m.nbody, 6))
+            for name, shape in self._field_shapes.items():
+                views = [getattr(d, name) for d in self._datas]
+                self._fields[name] = self._gathered(views, (k, *shape))
         self._running = np.ones(k, dtype=bool)
         self._active: np.ndarray | None = None  # None: every env is running
         self._needs_reset = True
@@ -453,12 +546,32 @@ class BatchedMujocoEnv(BatchedTaskEnv):
 
     def _apply_tasks(self, tasks: list[Task]) -> None:
         self._params = self.family._task_params(tasks)
+        if self.family.rand_params:
+            self._scale_models(tasks)
+
+    def _scale_models(self, tasks: list[Task]) -> None:
+        """Each simulation's model fields as the single env writes them (nominal × scale,
+        then ``mj_setConst``); the simulations' states are kept."""
+        scales = [self.family._model_scales(t) for t in tasks]
+        if self._batch is not None:
+            for name, rows in self._model_rows.items():
+                for k, scale in enumerate(scales):
+                    rows[k] = self._nominal[name] * scale[name]
+            # mjb_setConst leaves the state rows as they are (tested).
+            self._batch.set_const()
+            return
+        for model, data, scale in zip(self._models, self._datas, scales, strict=True):
+            for name, factor in scale.items():
+                field = getattr(model, name)
+                field[...] = (self._nominal[name] * factor).reshape(field.shape)
+            with _state_kept(model, data):
+                mujoco.mj_setConst(model, data)
 
     def _position(self) -> np.ndarray:
-        return self.family._position(self._qpos, self._xpos).copy()
+        return self.family._position(self._qpos, self._xpos, self._fields).copy()
 
     def _observation(self) -> np.ndarray:
-        return self.family._observe(self._qpos, self._qvel, self._cfrc)
+        return self.family._observe(self._qpos, self._qvel, self._cfrc, self._fields)
 
     def reset(
         self, *, seed: int | Sequence[int] | None = None, options: dict[str, Any] | None = None
@@ -470,8 +583,7 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         """
         if self._closed:
             raise gym.error.ClosedEnvironmentError("the batched env is closed")
-        m = self.model
-        noise = RESET_NOISE_SCALE
+        start = self.family._reset_state
         # As Gymnasium's Env.reset: a seed re-creates env k's generator, None keeps it.
         self._reseed(seed)
         rngs = self._generators()
@@ -480,14 +592,12 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         if self._batch is not None:
             self._batch.reset(stage=0)
             for k, rng in enumerate(rngs):
-                self._qpos[k] = self._init_qpos + rng.uniform(low=-noise, high=noise, size=m.nq)
-                self._qvel[k] = self._init_qvel + noise * rng.standard_normal(m.nv)
+                self._qpos[k], self._qvel[k] = start(rng, self._init_qpos, self._init_qvel)
             self._batch.forward()
         else:
-            for d, rng in zip(self._datas, rngs, strict=True):
+            for m, d, rng in zip(self._models, self._datas, rngs, strict=True):
                 mujoco.mj_resetData(m, d)
-                d.qpos[:] = self._init_qpos + rng.uniform(low=-noise, high=noise, size=m.nq)
-                d.qvel[:] = self._init_qvel + noise * rng.standard_normal(m.nv)
+                d.qpos[:], d.qvel[:] = start(rng, self._init_qpos, self._init_qvel)
                 mujoco.mj_forward(m, d)
         self._elapsed = 0
         self._needs_reset = False
@@ -499,7 +609,7 @@ class BatchedMujocoEnv(BatchedTaskEnv):
     def _simulate(self, actions: np.ndarray) -> None:
         """``ctrl ← action``, ``frame_skip`` MuJoCo steps (and ``mj_rnePostConstraint``
         where contact forces are read) on every running env."""
-        m, nstep, active = self.model, self.frame_skip, self._active
+        nstep, active = self.frame_skip, self._active
         contact = self.family.uses_contact_forces
         if active is not None and len(active) == 0:
             return
@@ -510,18 +620,18 @@ class BatchedMujocoEnv(BatchedTaskEnv):
             if contact:
                 self._batch.rne_post_constraint(active)
             return
-        datas, ctrl = self._datas, self._ctrl
+        models, datas, ctrl = self._models, self._datas, self._ctrl
         indices = range(self.num_envs) if active is None else active.tolist()
         if contact:
             for k in indices:
                 ctrl[k][:] = actions[k]
-                mujoco.mj_step(m, datas[k], nstep=nstep)
-                mujoco.mj_rnePostConstraint(m, datas[k])
+                mujoco.mj_step(models[k], datas[k], nstep=nstep)
+                mujoco.mj_rnePostConstraint(models[k], datas[k])
         else:
             # cfrc_ext is an output nothing reads here, so skip its computation.
             for k in indices:
                 ctrl[k][:] = actions[k]
-                mujoco.mj_step(m, datas[k], nstep=nstep)
+                mujoco.mj_step(models[k], datas[k], nstep=nstep)
 
     def step(
         self, actions: np.ndarray
@@ -568,5 +678,6 @@ class BatchedMujocoEnv(BatchedTaskEnv):
             # Drop the views into the batch's memory before freeing it.
             self._qpos = self._qvel = self._ctrl_rows = np.zeros((self.num_envs, 0))
             self._xpos = self._cfrc = None
+            self._fields, self._model_rows = {}, {}
             self._batch.close()
             self._batch = None

@@ -16,7 +16,10 @@ loads, and offers exactly what the locomotion families use:
 * :meth:`NativeBatch.output`: a ``[nsim, size]`` array of a derived ``MjData``
   field, copied out of each simulation after every call that runs it;
 * :meth:`~NativeBatch.reset`, :meth:`~NativeBatch.forward`, :meth:`~NativeBatch.step`
-  and :meth:`~NativeBatch.rne_post_constraint` on all or some simulations.
+  and :meth:`~NativeBatch.rne_post_constraint` on all or some simulations;
+* :meth:`~NativeBatch.expand` and :meth:`~NativeBatch.set_const`: per-simulation
+  ``MjModel`` fields (``mjb_expand``, ``mjb_setConst``), which the random-dynamics
+  families write (each simulation its own masses, damping, friction...).
 
 The batch is *persistent* (one ``MjData`` per simulation), so a simulation's derived
 fields survive between calls exactly as in a loop over ``MjData``.
@@ -64,6 +67,11 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "mjb_error": (ctypes.c_char_p, [_P, _INT]),
     "mjb_status": (_INT_P, [_P]),
 }
+# Per-simulation model fields (the random-dynamics families); bound where present.
+_MODEL_SIGNATURES: dict[str, tuple[object, list[object]]] = {
+    "mjb_expand": (_P, [_P, ctypes.c_char_p, _INT_P, _INT_P]),
+    "mjb_setConst": (_INT, [_P, _P, _INT]),
+}
 
 
 @functools.cache
@@ -79,7 +87,9 @@ def _library() -> ctypes.CDLL | None:
             continue
         if not all(hasattr(lib, name) for name in _SIGNATURES):
             return None
-        for name, (restype, argtypes) in _SIGNATURES.items():
+        signatures = dict(_SIGNATURES)
+        signatures.update({n: sig for n, sig in _MODEL_SIGNATURES.items() if hasattr(lib, n)})
+        for name, (restype, argtypes) in signatures.items():
             fn = getattr(lib, name)
             fn.restype = restype
             fn.argtypes = argtypes
@@ -94,9 +104,14 @@ def _address(pointer: object) -> int:
     return int(value)
 
 
-def native_batch_available() -> bool:
-    """Whether the installed MuJoCo has the batched simulator (MuJoCo ≥ 3.17)."""
-    return _library() is not None
+def native_batch_available(per_sim_models: bool = False) -> bool:
+    """Whether the installed MuJoCo has the batched simulator (MuJoCo ≥ 3.17), and
+    with ``per_sim_models`` also per-simulation model fields (``mjb_expand``,
+    ``mjb_setConst``)."""
+    lib = _library()
+    if lib is None:
+        return False
+    return not per_sim_models or all(hasattr(lib, name) for name in _MODEL_SIGNATURES)
 
 
 class NativeBatch:
@@ -156,6 +171,29 @@ class NativeBatch:
         if not pointer or elemsize.value != 8:
             raise ValueError(f"{name!r} is not a floating-point MjData field")
         return np.ctypeslib.as_array(ctypes.cast(pointer, _NUM_P), shape=(self.nsim, size.value))
+
+    def expand(self, name: str) -> np.ndarray:
+        """Give the ``MjModel`` field ``name`` per-simulation values: a live ``[nsim, size]``
+        float64 array, initialised to the model's value, that each simulation reads
+        from its next call on. After writing a field that ``mj_setConst`` reads (masses,
+        inertias, damping...), call :meth:`set_const`."""
+        if not native_batch_available(per_sim_models=True):
+            raise RuntimeError(
+                f"mujoco {mujoco.__version__} has no per-simulation model fields (mjb_expand)"
+            )
+        size, elemsize = ctypes.c_int(), ctypes.c_int()
+        pointer = self._lib.mjb_expand(
+            self._handle, name.encode(), ctypes.byref(size), ctypes.byref(elemsize)
+        )
+        if not pointer or elemsize.value != 8:
+            raise ValueError(f"{name!r} is not an expandable floating-point MjModel field")
+        return np.ctypeslib.as_array(ctypes.cast(pointer, _NUM_P), shape=(self.nsim, size.value))
+
+    def set_const(self, ids: Sequence[int] | np.ndarray | None = None) -> None:
+        """``mj_setConst`` on each simulation's model (its derived constants, e.g. subtree
+        masses and inverse weights, from its expanded fields)."""
+        pointer, n = self._ids(ids)
+        self._check(self._lib.mjb_setConst(self._handle, pointer, n), "setConst")
 
     def _ids(self, ids: Sequence[int] | np.ndarray | None) -> tuple[int | None, int]:
         if ids is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -14,11 +15,19 @@ from gymnasium import spaces
 from maml_rl.tasks import Task, TaskFamily
 from maml_rl.vector import BatchedTaskEnv
 
-__all__ = ["BatchedNavigation2D", "GoalTask2D", "Navigation2DEnv"]
+__all__ = [
+    "BatchedNavigation2D",
+    "BatchedNavigation2DSparse",
+    "GoalTask2D",
+    "HalfCircleGoalTask",
+    "Navigation2DEnv",
+    "Navigation2DSparseEnv",
+]
 
 GOAL_LOW, GOAL_HIGH = -0.5, 0.5
 MAX_STEP = 0.1  # largest displacement per coordinate and step
 GOAL_TOLERANCE = 0.01  # the episode ends when |x - gx| and |y - gy| are both below this
+SPARSE_RADIUS = 0.2  # Navigation2DSparse pays a reward only this close to the goal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +38,27 @@ class GoalTask2D(Task):
 
     bounds: ClassVar = {"goal": (GOAL_LOW, GOAL_HIGH)}
     shapes: ClassVar = {"goal": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class HalfCircleGoalTask(Task):
+    """A goal on the upper unit half-circle: ``(cos angle, sin angle)``, ``angle`` in
+    ``[0, π]`` rad."""
+
+    angle: float
+
+    bounds: ClassVar = {"angle": (0.0, math.pi)}
+
+
+def _half_circle_goals(tasks: Sequence[Task]) -> np.ndarray:
+    # math.cos per task: the same bits for the single and the batched env.
+    angles = [t.angle for t in tasks]  # type: ignore[attr-defined]
+    return np.array([[math.cos(a), math.sin(a)] for a in angles], dtype=np.float64)
+
+
+def _sparse_reward(dist: np.ndarray) -> np.ndarray:
+    # PEARL's sparse point robot: 1 − distance inside the radius, 0 outside.
+    return np.where(dist <= SPARSE_RADIUS, 1.0 - dist, 0.0)
 
 
 def _move(pos: np.ndarray, action: np.ndarray) -> np.ndarray:
@@ -170,13 +200,13 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
     """
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012
-    task_cls = GoalTask2D
+    task_cls: ClassVar[type[Task]] = GoalTask2D
     horizon = 100
     task_distribution = "goal ~ U[-0.5, 0.5]^2"
 
     def __init__(
         self,
-        task: GoalTask2D | dict[str, Any] | None = None,
+        task: Task | dict[str, Any] | None = None,
         render_mode: str | None = None,
         width: int = 256,
         height: int = 256,
@@ -193,9 +223,14 @@ class Navigation2DEnv(TaskFamily, gym.Env[np.ndarray, np.ndarray]):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self._pos = np.zeros(2)
         self._path = [self._pos.copy()]
-        self.set_task(task if task is not None else GoalTask2D(goal=(0.0, 0.0)))
+        self.set_task(task if task is not None else self.default_task())
 
-    def _apply_task(self, task: GoalTask2D) -> None:
+    @classmethod
+    def default_task(cls) -> Task:
+        """The task used before :meth:`set_task` is called."""
+        return GoalTask2D(goal=(0.0, 0.0))
+
+    def _apply_task(self, task: Any) -> None:
         self._goal = np.asarray(task.goal, dtype=np.float64)
 
     @classmethod
@@ -250,7 +285,7 @@ class BatchedNavigation2D(BatchedTaskEnv):
     :class:`Navigation2DEnv` instances (see :mod:`maml_rl.vector`).
     """
 
-    task_cls = GoalTask2D
+    task_cls: type[Task] = GoalTask2D
 
     def __init__(self, num_envs: int, max_episode_steps: int = Navigation2DEnv.horizon) -> None:
         super().__init__(num_envs, max_episode_steps)
@@ -261,7 +296,10 @@ class BatchedNavigation2D(BatchedTaskEnv):
         )
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         self._pos = np.zeros((self.num_envs, 2))
-        self.set_tasks([GoalTask2D(goal=(0.0, 0.0))] * self.num_envs)
+        self.set_tasks([self._default_task()] * self.num_envs)
+
+    def _default_task(self) -> Task:
+        return Navigation2DEnv.default_task()
 
     def _apply_tasks(self, tasks: list[Task]) -> None:
         self._goals = np.array([t.goal for t in tasks], dtype=np.float64)  # type: ignore[attr-defined]
@@ -284,3 +322,111 @@ class BatchedNavigation2D(BatchedTaskEnv):
         terminated = _at_goal(self._pos, self._goals)
         truncated = self._time_limit()
         return self._pos.astype(np.float32), rewards, terminated, truncated, {"distance": dist}
+
+
+class Navigation2DSparseEnv(Navigation2DEnv):
+    """A point robot must reach a goal on the unit half-circle; reward only near it.
+
+    Registered as ``MetaRL/Navigation2DSparse-v0``: the sparse-reward point robot of
+    PEARL (Rakelly et al., 2019) with this suite's Navigation2D dynamics. The agent
+    observes only its position, and is paid only within 0.2 of the goal, so it must
+    explore to find the goal at all before it can adapt to it.
+
+    ## Observation space
+    ``Box(-inf, inf, (2,), float32)``: the point's ``(x, y)``, as Navigation2D.
+
+    ## Action space
+    ``Box(-1, 1, (2,), float32)``, clipped to ``[-1, 1]`` and scaled by 0.1: as
+    Navigation2D (at most 0.1 per coordinate and step).
+
+    ## Reward
+    ``d = ‖position − goal‖₂`` after the move; ``reward = 1 − d`` if ``d ≤ 0.2``, else
+    ``0`` (PEARL's sparse reward: positive inside the goal radius, so in
+    ``[0.8, 1]``). ``info`` holds ``reward_dense`` (``−d``, Navigation2D's dense
+    reward), ``reward_sparse`` (the reward) and ``distance``.
+
+    ## Start state
+    The origin ``(0, 0)``, deterministic.
+
+    ## Episode end
+    Never terminates (staying at the goal keeps paying; Navigation2D's termination
+    at the goal would cut the reward short). Truncated after ``horizon = 50`` steps.
+    Why 50: a goal is at distance 1, so the goal region (0.8 away) takes at least 6
+    steps to enter, and sweeping the whole half-circle (arc length π, ≤ 0.14 per step)
+    another ~25–31; with 50 steps one exploratory episode can reach the circle and
+    cover every goal on it, and an adapted policy still spends most of the episode in
+    the goal region. PEARL's 20 leaves an episode no time to search; Navigation2D's
+    100 doubles the cost of an iteration for no extra information.
+
+    ## Task distribution
+    ``angle ~ U[0, π]`` rad, the goal being ``(cos angle, sin angle)`` (the upper unit
+    half-circle), drawn with the generator given to :meth:`sample_tasks`. Task type
+    :class:`HalfCircleGoalTask`; the default task (before ``set_task``) is
+    ``angle = π/2`` (goal ``(0, 1)``).
+
+    ## Version history
+    * v0: initial version.
+    """
+
+    task_cls = HalfCircleGoalTask
+    horizon = 50
+    task_distribution = "goal (cos a, sin a), a ~ U[0, π]; reward within 0.2"
+
+    @classmethod
+    def default_task(cls) -> Task:
+        return HalfCircleGoalTask(angle=math.pi / 2)
+
+    def _apply_task(self, task: Any) -> None:
+        self._goal = _half_circle_goals([task])[0]
+
+    @classmethod
+    def sample_tasks(cls, n: int, rng: np.random.Generator) -> list[Task]:
+        cls._check_sample_args(n, rng)
+        return [HalfCircleGoalTask(angle=float(a)) for a in rng.uniform(0.0, math.pi, size=n)]
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (2,):
+            raise ValueError(f"action must have shape (2,), got {action.shape}")
+        self._pos = _move(self._pos, action)
+        dist = _distance(self._pos, self._goal)
+        reward = float(_sparse_reward(dist))
+        info = {"reward_dense": -float(dist), "reward_sparse": reward, "distance": float(dist)}
+        return self._pos.astype(np.float32), reward, False, False, info
+
+    @classmethod
+    def make_batched(
+        cls, num_envs: int, max_episode_steps: int | None = None
+    ) -> BatchedNavigation2DSparse:
+        """The natively batched version (all points as one array)."""
+        return BatchedNavigation2DSparse(
+            num_envs, cls.horizon if max_episode_steps is None else max_episode_steps
+        )
+
+
+class BatchedNavigation2DSparse(BatchedNavigation2D):
+    """``num_envs`` :class:`Navigation2DSparseEnv` points stepped as one array."""
+
+    task_cls = HalfCircleGoalTask
+
+    def __init__(
+        self, num_envs: int, max_episode_steps: int = Navigation2DSparseEnv.horizon
+    ) -> None:
+        super().__init__(num_envs, max_episode_steps)
+
+    def _default_task(self) -> Task:
+        return Navigation2DSparseEnv.default_task()
+
+    def _apply_tasks(self, tasks: list[Task]) -> None:
+        self._goals = _half_circle_goals(tasks)
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = self._check_actions(actions)
+        self._pos = _move(self._pos, actions)
+        dist = _distance(self._pos, self._goals)
+        rewards = _sparse_reward(dist)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        info = {"reward_dense": -dist, "reward_sparse": rewards, "distance": dist}
+        return self._pos.astype(np.float32), rewards, terminated, self._time_limit(), info

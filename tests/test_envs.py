@@ -27,9 +27,15 @@ from maml_rl.tasks import family_class, family_ids, make_family, unwrap_family
 MUJOCO_IDS = [
     "MetaRL/HalfCheetahVel-v0",
     "MetaRL/HalfCheetahDir-v0",
+    "MetaRL/HalfCheetahVelSparse-v0",
     "MetaRL/AntVel-v0",
     "MetaRL/AntDir-v0",
     "MetaRL/AntGoal-v0",
+    "MetaRL/HopperRandParams-v0",
+    "MetaRL/Walker2dRandParams-v0",
+    "MetaRL/HalfCheetahRandParams-v0",
+    "MetaRL/HumanoidDir-v0",
+    "MetaRL/HumanoidFwdBack-v0",
 ]
 # The shipped families (other test modules register test-only ones).
 BATCHED_IDS = [
@@ -40,7 +46,8 @@ BATCHED_IDS = [
 
 
 def test_every_builtin_family_is_registered() -> None:
-    assert set(MUJOCO_IDS) | {"MetaRL/Navigation2D-v0"} <= set(family_ids())
+    navigation = {"MetaRL/Navigation2D-v0", "MetaRL/Navigation2DSparse-v0"}
+    assert set(MUJOCO_IDS) | navigation <= set(family_ids())
     assert set(MUJOCO_IDS) <= set(BATCHED_IDS)
 
 
@@ -288,14 +295,23 @@ def test_mujoco_steppers_equal_single_envs(env_id: str, make_kwargs: dict) -> No
     _run_equivalence(env_id, 3, [5, 2**31 - 1, 17], steps, np.random.default_rng(11), **make_kwargs)
 
 
+TERMINATING_IDS = [
+    "MetaRL/AntDir-v0",
+    "MetaRL/HopperRandParams-v0",
+    "MetaRL/Walker2dRandParams-v0",
+    "MetaRL/HumanoidDir-v0",
+]
+
+
 @pytest.mark.parametrize("make_kwargs", STEPPERS)
-def test_batched_ant_terminates_early_like_single_envs(make_kwargs: dict) -> None:
+@pytest.mark.parametrize("env_id", TERMINATING_IDS)
+def test_batched_env_terminates_early_like_single_envs(env_id: str, make_kwargs: dict) -> None:
     _check_stepper(make_kwargs)
     early = _run_equivalence(
-        "MetaRL/AntDir-v0",
+        env_id,
         4,
         [0, 1, 2, 3],
-        AntDirEnv.horizon,
+        family_class(env_id).horizon,
         np.random.default_rng(0),
         **make_kwargs,
     )
@@ -500,3 +516,56 @@ def test_other_mujoco_warnings_become_python_warnings() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             handler("a known one")  # dropped
+
+
+# -- sparse-reward families ------------------------------------------------------------
+
+
+def test_navigation_sparse_pays_only_within_the_radius() -> None:
+    env = gym.make("MetaRL/Navigation2DSparse-v0", task={"angle": np.pi / 2})  # goal (0, 1)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs, [0.0, 0.0])
+    rewards, dense = [], []
+    for _ in range(11):
+        _, reward, terminated, truncated, info = env.step(np.array([0.0, 1.0], np.float32))
+        assert not terminated and not truncated
+        rewards.append(reward)
+        dense.append(info["reward_dense"])
+    distance = -np.array(dense)
+    # At (0, 0.1 t), 1 − t/10 from the goal: paid from t = 8 (0.2 away) on, nothing before.
+    np.testing.assert_allclose(distance[:10], 1.0 - 0.1 * np.arange(1, 11), atol=1e-12)
+    inside = distance <= 0.2
+    assert not inside[:7].any() and inside[8:].all()  # t = 8 sits on the edge
+    np.testing.assert_array_equal(np.array(rewards)[~inside], 0.0)
+    np.testing.assert_allclose(np.array(rewards)[inside], 1.0 - distance[inside], rtol=1e-15)
+    assert env.spec is not None and env.spec.max_episode_steps == 50
+
+
+def test_navigation_sparse_goals_lie_on_the_upper_half_circle() -> None:
+    cls = family_class("MetaRL/Navigation2DSparse-v0")
+    tasks = cls.sample_tasks(500, np.random.default_rng(0))
+    angles = np.array([t.angle for t in tasks])
+    assert 0.0 <= angles.min() < 0.02 and np.pi - 0.02 < angles.max() <= np.pi
+    env = unwrap_family(gym.make("MetaRL/Navigation2DSparse-v0"))
+    env.set_task(tasks[0])
+    np.testing.assert_allclose(env._goal, [np.cos(angles[0]), np.sin(angles[0])], rtol=1e-15)
+    with pytest.raises(ValueError, match=r"HalfCircleGoalTask.angle must lie in \[0, 3.14159\]"):
+        env.set_task({"angle": -0.1})
+
+
+def test_half_cheetah_vel_sparse_reward_by_hand_and_dense_in_info() -> None:
+    dense_env, _ = _prepare("MetaRL/HalfCheetahVel-v0", {"velocity": 0.4})
+    env, action = _prepare("MetaRL/HalfCheetahVelSparse-v0", {"velocity": 0.4})
+    rng = np.random.default_rng(1)
+    paid = unpaid = 0
+    for _ in range(30):
+        _, dense_reward, *_ = dense_env.step(action)
+        _, reward, terminated, _, info = env.step(action)
+        gap = abs(info["x_velocity"] - 0.4)
+        assert info["reward_dense"] == dense_reward  # HalfCheetahVel's reward, same state
+        assert reward == (1.0 - gap if gap < 0.5 else 0.0)
+        assert not terminated
+        paid += reward > 0
+        unpaid += reward == 0
+        action = rng.uniform(-1, 1, 6).astype(np.float32)
+    assert paid and unpaid  # both sides of the band were seen
