@@ -393,7 +393,13 @@ class HalfCheetahRandParamsEnv(_RandParamsFamily, HalfCheetahEnv):
         height: int = 480,
     ) -> None:
         with mujoco_warnings_to_python():  # the model compiles here
-            HalfCheetahEnv.__init__(self, render_mode=render_mode, width=width, height=height)
+            HalfCheetahEnv.__init__(
+                self,
+                render_mode=render_mode,
+                width=width,
+                height=height,
+                camera_name="track",  # follows the body (v5's default camera stays put)
+            )
         self._init_family(task, render_mode, width, height)
 
     @classmethod
