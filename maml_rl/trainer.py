@@ -673,7 +673,6 @@ class Trainer:
                     # θ and the optimiser are still those of the last accepted step.
                     self.save_checkpoint()
                     raise Diverged(self._diverged_message(rejected))
-                self.logger.write(metrics, step=self.env_steps)
                 if cfg.video_every and self.iteration % cfg.video_every == 0:
                     self.log_video()
                 every = cfg.checkpoint_every
