@@ -16,7 +16,6 @@ from maml_rl.envs.locomotion import (
     Transition,
     VelocityFamily,
     VelocityTask,
-    mujoco_warnings_to_python,
     sum_squares,
 )
 from maml_rl.tasks import Task
@@ -113,33 +112,16 @@ class _AntFamily(MujocoTaskFamily, AntEnv):
     #: ``info`` key of the task-specific reward term.
     _task_term: ClassVar[str]
 
-    def __init__(
-        self,
-        task: Task | dict[str, Any] | None = None,
-        render_mode: str | None = None,
-        width: int = 480,
-        height: int = 480,
-    ) -> None:
-        # The weights are also given to v5 so that its own properties
-        # (contact_cost, healthy_reward, ...) agree with this family's reward.
-        with mujoco_warnings_to_python():  # the model compiles here
-            AntEnv.__init__(
-                self,
-                ctrl_cost_weight=CTRL_COST_WEIGHT,
-                contact_cost_weight=CONTACT_COST_WEIGHT,
-                healthy_reward=SURVIVE_REWARD,
-                main_body=TORSO,
-                healthy_z_range=HEALTHY_Z_RANGE,
-                contact_force_range=CONTACT_FORCE_RANGE,
-                reset_noise_scale=RESET_NOISE_SCALE,
-                render_mode=render_mode,
-                width=width,
-                height=height,
-                # The model's side camera that follows the body's centre of mass
-                # (without it Gymnasium 1.4 renders from a free camera that stays put).
-                camera_name="track",
-            )
-        self._init_family(task, render_mode, width, height)
+    v5_kwargs: ClassVar[Mapping[str, Any]] = {
+        "ctrl_cost_weight": CTRL_COST_WEIGHT,
+        "contact_cost_weight": CONTACT_COST_WEIGHT,
+        "healthy_reward": SURVIVE_REWARD,
+        "main_body": TORSO,
+        "healthy_z_range": HEALTHY_Z_RANGE,
+        "contact_force_range": CONTACT_FORCE_RANGE,
+        "reset_noise_scale": RESET_NOISE_SCALE,
+        "camera_name": "track",
+    }
 
     @classmethod
     def _position(

@@ -16,10 +16,8 @@ from maml_rl.envs.locomotion import (
     Transition,
     VelocityFamily,
     VelocityTask,
-    mujoco_warnings_to_python,
     sum_squares,
 )
-from maml_rl.tasks import Task
 
 __all__ = [
     "HalfCheetahDirEnv",
@@ -82,26 +80,11 @@ class _HalfCheetahFamily(MujocoTaskFamily, HalfCheetahEnv):
 
     horizon = 200
 
-    def __init__(
-        self,
-        task: Task | dict[str, Any] | None = None,
-        render_mode: str | None = None,
-        width: int = 480,
-        height: int = 480,
-    ) -> None:
-        with mujoco_warnings_to_python():  # the model compiles here
-            HalfCheetahEnv.__init__(
-                self,
-                ctrl_cost_weight=CTRL_COST_WEIGHT,
-                reset_noise_scale=RESET_NOISE_SCALE,
-                render_mode=render_mode,
-                width=width,
-                height=height,
-                # The model's side camera that follows the body's centre of mass
-                # (without it Gymnasium 1.4 renders from a free camera that stays put).
-                camera_name="track",
-            )
-        self._init_family(task, render_mode, width, height)
+    v5_kwargs: ClassVar[Mapping[str, Any]] = {
+        "ctrl_cost_weight": CTRL_COST_WEIGHT,
+        "reset_noise_scale": RESET_NOISE_SCALE,
+        "camera_name": "track",
+    }
 
     @classmethod
     def _position(

@@ -7,7 +7,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import gymnasium.envs.mujoco
 import mujoco
@@ -18,7 +18,6 @@ from maml_rl.envs.locomotion import (
     DirectionFamily,
     MujocoTaskFamily,
     Transition,
-    mujoco_warnings_to_python,
     sum_squares,
 )
 from maml_rl.tasks import Task
@@ -94,17 +93,6 @@ class _HumanoidFamily(MujocoTaskFamily, HumanoidEnv):
     horizon = 200
     uses_contact_forces = True
     data_fields = ("xipos", "cinert", "cvel", "qfrc_actuator")
-
-    def __init__(
-        self,
-        task: Task | dict[str, Any] | None = None,
-        render_mode: str | None = None,
-        width: int = 480,
-        height: int = 480,
-    ) -> None:
-        with mujoco_warnings_to_python():  # the model compiles here
-            HumanoidEnv.__init__(self, render_mode=render_mode, width=width, height=height)
-        self._init_family(task, render_mode, width, height)
 
     @classmethod
     def _position(

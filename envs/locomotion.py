@@ -187,6 +187,33 @@ class MujocoTaskFamily(TaskFamily):
     #: field's value becoming ``nominal × b**u`` elementwise, ``u`` the task's field of
     #: the same name (flattened). Empty for families whose task changes only the reward.
     rand_params: ClassVar[Mapping[str, float]] = {}
+    #: Keyword arguments for the Gymnasium v5 env's constructor besides the render
+    #: settings (e.g. the reward weights, so v5's own properties agree with the family's
+    #: reward, and ``camera_name="track"`` where v5's default camera stays put).
+    v5_kwargs: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(
+        self,
+        task: Task | dict[str, Any] | None = None,
+        render_mode: str | None = None,
+        width: int = 480,
+        height: int = 480,
+    ) -> None:
+        with mujoco_warnings_to_python():  # the model compiles here
+            v5: Any = self._v5_class()
+            v5.__init__(self, render_mode=render_mode, width=width, height=height, **self.v5_kwargs)
+        self._init_family(task, render_mode, width, height)
+
+    @classmethod
+    def _v5_class(cls) -> type:
+        """The Gymnasium MuJoCo env this family extends (the first in its MRO)."""
+        from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+        return next(
+            c
+            for c in cls.__mro__
+            if issubclass(c, MujocoEnv) and not issubclass(c, MujocoTaskFamily)
+        )
 
     # Provided by the Gymnasium MujocoEnv base.
     model: mujoco.MjModel

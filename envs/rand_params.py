@@ -28,7 +28,6 @@ from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 from maml_rl.envs.locomotion import (
     MujocoTaskFamily,
     Transition,
-    mujoco_warnings_to_python,
     sum_squares,
 )
 from maml_rl.tasks import Task
@@ -271,17 +270,6 @@ class HopperRandParamsEnv(_HopWalkFamily, HopperEnv):
     _healthy_z = HOPPER_HEALTHY_Z
     _healthy_angle = HOPPER_HEALTHY_ANGLE
 
-    def __init__(
-        self,
-        task: Task | dict[str, Any] | None = None,
-        render_mode: str | None = None,
-        width: int = 480,
-        height: int = 480,
-    ) -> None:
-        with mujoco_warnings_to_python():
-            HopperEnv.__init__(self, render_mode=render_mode, width=width, height=height)
-        self._init_family(task, render_mode, width, height)
-
 
 class Walker2dRandParamsEnv(_HopWalkFamily, Walker2dEnv):
     __doc__ = (
@@ -331,17 +319,6 @@ class Walker2dRandParamsEnv(_HopWalkFamily, Walker2dEnv):
     _healthy_z = WALKER_HEALTHY_Z
     _healthy_angle = WALKER_HEALTHY_ANGLE
 
-    def __init__(
-        self,
-        task: Task | dict[str, Any] | None = None,
-        render_mode: str | None = None,
-        width: int = 480,
-        height: int = 480,
-    ) -> None:
-        with mujoco_warnings_to_python():
-            Walker2dEnv.__init__(self, render_mode=render_mode, width=width, height=height)
-        self._init_family(task, render_mode, width, height)
-
 
 class HalfCheetahRandParamsEnv(_RandParamsFamily, HalfCheetahEnv):
     __doc__ = (
@@ -385,22 +362,8 @@ class HalfCheetahRandParamsEnv(_RandParamsFamily, HalfCheetahEnv):
 
     task_cls = HalfCheetahRandParamsTask
 
-    def __init__(
-        self,
-        task: Task | dict[str, Any] | None = None,
-        render_mode: str | None = None,
-        width: int = 480,
-        height: int = 480,
-    ) -> None:
-        with mujoco_warnings_to_python():  # the model compiles here
-            HalfCheetahEnv.__init__(
-                self,
-                render_mode=render_mode,
-                width=width,
-                height=height,
-                camera_name="track",  # follows the body (v5's default camera stays put)
-            )
-        self._init_family(task, render_mode, width, height)
+    #: The model's ``track`` camera follows the body (v5's default camera stays put).
+    v5_kwargs: ClassVar[Mapping[str, Any]] = {"camera_name": "track"}
 
     @classmethod
     def _observe(
