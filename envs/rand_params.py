@@ -25,6 +25,7 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 
+from maml_rl.envs.half_cheetah import _HalfCheetahFamily
 from maml_rl.envs.locomotion import (
     MujocoTaskFamily,
     Transition,
@@ -365,15 +366,8 @@ class HalfCheetahRandParamsEnv(_RandParamsFamily, HalfCheetahEnv):
     #: The model's ``track`` camera follows the body (v5's default camera stays put).
     v5_kwargs: ClassVar[Mapping[str, Any]] = {"camera_name": "track"}
 
-    @classmethod
-    def _observe(
-        cls,
-        qpos: np.ndarray,
-        qvel: np.ndarray,
-        cfrc_ext: np.ndarray | None,
-        fields: Mapping[str, np.ndarray],
-    ) -> np.ndarray:
-        return np.concatenate([qpos[:, 1:], qvel], axis=1)
+    # v5 HalfCheetah's observation, as the other HalfCheetah families compute it.
+    _observe = _HalfCheetahFamily.__dict__["_observe"]
 
     @classmethod
     def _evaluate(
