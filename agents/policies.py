@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from itertools import pairwise
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -34,6 +35,7 @@ __all__ = [
     "GaussianMLPPolicy",
     "Params",
     "Policy",
+    "RolloutActor",
     "stack_params",
     "unstack_params",
 ]
@@ -57,6 +59,45 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     flat = x.reshape(n, -1, x.shape[-1])
     out = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
     return out.reshape(n, *lead, weight.shape[1])
+
+
+class RolloutActor(Protocol):
+    """A policy prepared for one sample call: ``actor(obs, t)`` returns the actions taken
+    at time ``t`` and their log-probabilities (``[N, E, ...]`` and ``[N, E]``), from
+    observations ``[N, E, obs_dim]`` and the call's noise ``noise[t]``. The returned
+    tensors may be reused by the next call."""
+
+    def __call__(self, obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class _StackedMLP:
+    """The torso of a policy under stacked parameters ``[N, ...]``, for observations of
+    one fixed shape ``[N, E, obs_dim]``: transposed weights made contiguous once, every
+    layer written into its own preallocated buffer, activations in place — a step costs
+    one ``baddbmm`` per layer and nothing else (the rollout engine calls it 200 times
+    per sample call; the autograd path is :meth:`Policy._torso`)."""
+
+    def __init__(self, policy: Policy, params: Mapping[str, torch.Tensor], episodes: int) -> None:
+        if not policy.is_stacked(params):
+            raise ValueError("a rollout actor needs stacked parameters [N, ...]")
+        names = [f"layers.{i}" for i in range(len(policy.layers))] + ["head"]
+        self.layers = []
+        for name in names:
+            weight = params[f"{name}.weight"].detach()
+            bias = params[f"{name}.bias"].detach()
+            out = torch.empty(weight.shape[0], episodes, weight.shape[1], dtype=weight.dtype)
+            self.layers.append((weight.transpose(1, 2).contiguous(), bias.unsqueeze(1), out))
+        self.activate = {"tanh": torch.tanh_, "relu": torch.relu_}[policy.activation]
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs
+        last = len(self.layers) - 1
+        for i, (weight_t, bias, out) in enumerate(self.layers):
+            torch.baddbmm(bias, x, weight_t, out=out)
+            if i < last:
+                self.activate(out)
+            x = out
+        return x
 
 
 class Policy(nn.Module):
@@ -163,6 +204,14 @@ class Policy(nn.Module):
     ) -> Distribution:
         raise NotImplementedError
 
+    def _fused_rollout_applies(self) -> bool:
+        """Whether the class's ``rollout_actor`` computes this policy: no subclass below
+        the class that defines it has changed ``forward`` or the torso (a subclass that
+        does gets the sampler's distribution path instead)."""
+        cls = type(self)
+        owner = next(c for c in cls.__mro__ if "rollout_actor" in vars(c))
+        return all(getattr(cls, n) is getattr(owner, n) for n in ("forward", "_torso"))
+
 
 class GaussianMLPPolicy(Policy):
     """Diagonal Gaussian policy: MLP mean, state-independent learned log-std.
@@ -209,6 +258,30 @@ class GaussianMLPPolicy(Policy):
         scale = log_std.exp().expand_as(mean)
         return Independent(Normal(mean, scale, validate_args=False), 1, validate_args=False)
 
+    def rollout_actor(
+        self, params: Mapping[str, torch.Tensor], noise: torch.Tensor
+    ) -> RolloutActor | None:
+        """The sampler's fused, no-grad action step: ``a = μ(s) + σ ⊙ ε_t`` for the
+        call's standard-normal noise ``ε`` (``[T, N, E, act_dim]``), with the
+        log-probability of every step computed up front from the noise alone,
+        ``log π(a|s) = −½‖ε‖² − Σ log σ − (d/2) log 2π`` (what :meth:`forward`'s
+        ``log_prob`` gives for that action, up to rounding). None where a
+        subclass changed the forward pass (see :meth:`_fused_rollout_applies`)."""
+        if not self._fused_rollout_applies():
+            return None
+        torso = _StackedMLP(self, params, noise.shape[2])
+        log_std = params["log_std"].detach().clamp(min=self.min_log_std)  # [N, d]
+        std = log_std.exp().unsqueeze(1)  # [N, 1, d]
+        norm = log_std.sum(-1) + 0.5 * self.act_dim * math.log(2 * math.pi)  # [N]
+        log_probs = -0.5 * noise.square().sum(-1) - norm[None, :, None]  # [T, N, E]
+        actions = torch.empty(noise.shape[1:], dtype=noise.dtype)
+
+        def act(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            torch.addcmul(torso(obs), std, noise[t], out=actions)
+            return actions, log_probs[t]
+
+        return act
+
 
 class CategoricalMLPPolicy(Policy):
     """Categorical policy over ``num_actions`` discrete actions (MLP logits)."""
@@ -230,6 +303,24 @@ class CategoricalMLPPolicy(Policy):
         params = self.params() if params is None else params
         self._check_obs(obs, params)
         return Categorical(logits=self._torso(obs, params), validate_args=False)
+
+    def rollout_actor(
+        self, params: Mapping[str, torch.Tensor], noise: torch.Tensor
+    ) -> RolloutActor | None:
+        """The sampler's no-grad action step: the Gumbel-max trick,
+        ``a = argmax(logits + g_t)`` for the call's Gumbel noise ``g``
+        (``[T, N, E, num_actions]``), and its log-probability. None where a
+        subclass changed the forward pass (see :meth:`_fused_rollout_applies`)."""
+        if not self._fused_rollout_applies():
+            return None
+        torso = _StackedMLP(self, params, noise.shape[2])
+
+        def act(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = torso(obs)
+            action = torch.argmax(logits + noise[t], dim=-1)
+            return action, Categorical(logits=logits, validate_args=False).log_prob(action)
+
+        return act
 
 
 def stack_params(

@@ -680,23 +680,62 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         pos_before = self._position()
         self._simulate(actions)
         self._gather()
-        tr = Transition(
-            action=actions,
-            pos_before=pos_before,
-            pos_after=self._position(),
-            qpos=self._qpos,
-            qvel=self._qvel,
-            cfrc_ext=self._cfrc,
-            dt=self.dt,
-        )
-        rewards, terminated, info = self.family._evaluate(self._params, tr)
-        observations = self._observation()
-        if self._active is not None:
-            rewards[~self._running] = 0.0
+        rows = self._active
+        if rows is None:
+            tr = Transition(
+                action=actions,
+                pos_before=pos_before,
+                pos_after=self._position(),
+                qpos=self._qpos,
+                qvel=self._qvel,
+                cfrc_ext=self._cfrc,
+                dt=self.dt,
+            )
+            rewards, terminated, info = self.family._evaluate(self._params, tr)
+            observations = self._observation()
+        else:
+            rewards, terminated, info, observations = self._evaluate_rows(rows, actions, pos_before)
         if terminated.any():
             self._running &= ~terminated
             self._active = np.flatnonzero(self._running).astype(np.int32)
         return observations, rewards, terminated, self._time_limit(), info
+
+    def _evaluate_rows(
+        self, rows: np.ndarray, actions: np.ndarray, pos_before: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """Rewards, terminations, info and observations of the running envs ``rows``
+        only, scattered into ``[K]`` arrays (zero elsewhere: an ended env's outputs are
+        not read). The families compute row by row, so each row has the bits it would
+        have in the whole batch; once most Ant episodes have ended this skips most of
+        the work."""
+        k = self.num_envs
+        cfrc = None if self._cfrc is None else self._cfrc[rows]
+        qpos, qvel = self._qpos[rows], self._qvel[rows]
+        tr = Transition(
+            action=actions[rows],
+            pos_before=pos_before[rows],
+            pos_after=self._position()[rows],
+            qpos=qpos,
+            qvel=qvel,
+            cfrc_ext=cfrc,
+            dt=self.dt,
+        )
+        part_rewards, part_terminated, part_info = self.family._evaluate(self._params[rows], tr)
+        fields = {name: value[rows] for name, value in self._fields.items()}
+        part_obs = self.family._observe(qpos, qvel, cfrc, fields)
+
+        def scattered(part: np.ndarray) -> np.ndarray:
+            full = np.zeros((k, *part.shape[1:]), dtype=part.dtype)
+            full[rows] = part
+            return full
+
+        info = {name: scattered(np.asarray(v)) for name, v in part_info.items()}
+        return (
+            scattered(part_rewards),
+            scattered(part_terminated),
+            info,
+            scattered(part_obs),
+        )
 
     def close(self, **kwargs: Any) -> None:
         self._closed = True

@@ -50,6 +50,57 @@ def test_stacked_forward_equals_per_task_forward(kind: str) -> None:
         assert all(torch.equal(params[k], back[k]) for k in params)
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_rollout_actor_takes_the_distributions_action_and_log_prob(
+    kind: str, activation: str
+) -> None:
+    """The sampler's fused step equals sampling the distribution with the same noise:
+    the reparameterised Gaussian action and its log-probability, or the Gumbel-max
+    action; its buffers are reused, so each step's output is read before the next."""
+    torch.manual_seed(0)
+    policy = (
+        GaussianMLPPolicy(4, 2, (16, 16), activation, init_std=0.7)
+        if kind == "gaussian"
+        else CategoricalMLPPolicy(4, 3, (16,), activation)
+    )
+    stacked = stack_params([_perturbed(policy, i) for i in range(N)])
+    steps, episodes = 6, 5
+    noise = torch.randn(steps, N, episodes, 2 if kind == "gaussian" else 3)
+    actor = policy.rollout_actor(stacked, noise)
+    for t in range(steps):
+        obs = torch.randn(N, episodes, 4)
+        action, log_prob = (v.clone() for v in actor(obs, t))
+        dist = policy(obs, stacked)
+        if kind == "gaussian":
+            torch.testing.assert_close(action, dist.mean + dist.stddev * noise[t])
+        else:
+            assert torch.equal(action, torch.argmax(dist.logits + noise[t], dim=-1))
+        torch.testing.assert_close(log_prob, dist.log_prob(action), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="stacked"):
+        policy.rollout_actor(policy.params(), noise)
+
+
+class _ShiftedMean(GaussianMLPPolicy):
+    """A subclass with its own forward pass: the fused rollout must not stand in for it."""
+
+    def forward(self, obs, params=None):  # type: ignore[no-untyped-def]
+        dist = super().forward(obs, params)
+        return type(dist)(type(dist.base_dist)(dist.mean + 1.0, dist.stddev), 1)
+
+
+class _Renamed(GaussianMLPPolicy):
+    """A subclass that leaves the forward pass alone keeps the fused rollout."""
+
+
+def test_rollout_actor_only_where_the_forward_pass_is_the_mlps() -> None:
+    noise = torch.randn(2, N, 3, 2)
+    for cls, fused in ((GaussianMLPPolicy, True), (_Renamed, True), (_ShiftedMean, False)):
+        policy = cls(4, 2, (8,))
+        actor = policy.rollout_actor(stack_params(policy.params(), N), noise)
+        assert (actor is not None) == fused, cls.__name__
+
+
 def test_gaussian_log_prob_sums_over_action_dims() -> None:
     policy = GaussianMLPPolicy(3, 4, (8,), init_std=0.5)
     obs = torch.randn(B, 3)

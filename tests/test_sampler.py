@@ -18,13 +18,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Independent
+from torch.distributions import Independent, Normal
 
 from maml_rl.agents.policies import CategoricalMLPPolicy, GaussianMLPPolicy, Policy
 from maml_rl.batch import EpisodeBatch
@@ -201,6 +201,36 @@ def test_log_probs_are_those_of_the_sampling_policy(reference) -> None:
         assert batch.log_probs.dtype == torch.float32 and not batch.log_probs.requires_grad
 
 
+class ShiftedMeanPolicy(GaussianMLPPolicy):
+    """Its own forward pass (the MLP's mean + 1): the sampler must sample this
+    distribution, not the MLP's fused rollout."""
+
+    def forward(
+        self, obs: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
+    ) -> Independent:
+        dist = super().forward(obs, params)
+        return Independent(Normal(dist.mean + 1.0, dist.stddev, validate_args=False), 1)
+
+
+def test_a_policy_with_its_own_forward_pass_is_sampled_from_its_distribution() -> None:
+    case = CASES["nav"]
+    torch.manual_seed(0)
+    policy = ShiftedMeanPolicy(2, 2, (16,), init_std=0.3)
+    params = per_task_params(policy, len(case.tasks()))
+    with make_sampler(NAV, policy, max_episode_steps=case.horizon) as sampler:
+        batch = sampler.sample(case.tasks(), params, case.episodes, seed=0)
+    n, t, e = batch.rewards.shape
+    with torch.no_grad():
+        dist = policy(batch.observations.reshape(n, t * e, -1), params)
+        expected = dist.log_prob(batch.actions.reshape(n, t * e, -1)).reshape(n, t, e)
+    torch.testing.assert_close(batch.log_probs, expected * batch.mask, rtol=1e-5, atol=1e-4)
+    # The shift is in the actions: their mean offset from the MLP's mean is ≈ 1.
+    with torch.no_grad():
+        base = GaussianMLPPolicy.forward(policy, batch.observations, params).mean
+    offset = ((batch.actions - base) * batch.mask[..., None]).sum() / (2 * batch.mask.sum())
+    assert abs(offset.item() - 1.0) < 0.05
+
+
 def test_noise_samples_the_policy_distribution() -> None:
     """Gaussian: (a - mean) / std is standard normal; discrete: Gumbel-max picks action
     k with probability softmax(logits)_k (fixed seeds: deterministic, not flaky)."""
@@ -284,8 +314,8 @@ def test_sync_restores_the_torch_thread_count() -> None:
 
 
 class ThreadRecordingPolicy(GaussianMLPPolicy):
-    """Records ``torch.get_num_threads()`` at every forward (in a class-level list:
-    the sampler runs a copy of the policy)."""
+    """Records ``torch.get_num_threads()`` at every forward and every step of the
+    sampler's fused actor (in a class-level list: the sampler runs a copy of the policy)."""
 
     seen: ClassVar[list[int]] = []
 
@@ -294,6 +324,15 @@ class ThreadRecordingPolicy(GaussianMLPPolicy):
     ) -> Independent:
         self.seen.append(torch.get_num_threads())
         return super().forward(obs, params)
+
+    def rollout_actor(self, params: Mapping[str, torch.Tensor], noise: torch.Tensor) -> Any:
+        fused = super().rollout_actor(params, noise)
+
+        def act(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            self.seen.append(torch.get_num_threads())
+            return fused(obs, t)
+
+        return act
 
 
 def test_sample_runs_on_one_thread_and_restores_the_count() -> None:

@@ -21,10 +21,12 @@ The engine talks to its envs only through the batched-env contract
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from maml_rl.samplers.layout import Shard, policy_slots
 from maml_rl.samplers.spec import RolloutSpec, SampleRequest
@@ -32,6 +34,33 @@ from maml_rl.seeding import task_streams
 from maml_rl.vector import BatchedTaskEnv, make_task_env
 
 __all__ = ["RolloutEngine"]
+
+
+Actor = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _actor(
+    policy: nn.Module, params: dict[str, torch.Tensor], noise: torch.Tensor, discrete: bool
+) -> Actor:
+    """``actor(obs, t) -> (action, log_prob)`` for one sample call: the policy's own fused
+    ``rollout_actor(params, noise)`` where it has one and it returns one (the MLP policies:
+    no distribution objects, no per-step allocations, log-probabilities from the noise up
+    front), else its distribution — the Gaussian reparameterised with the noise, or the
+    Gumbel-max trick."""
+    fused = getattr(policy, "rollout_actor", None)
+    actor = fused(params, noise) if fused is not None else None
+    if actor is not None:
+        return cast(Actor, actor)
+
+    def act(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = policy(obs, params)
+        if discrete:
+            action = torch.argmax(dist.logits + noise[t], dim=-1)
+        else:
+            action = dist.mean + dist.stddev * noise[t]
+        return action, dist.log_prob(action)
+
+    return act
 
 
 class RolloutEngine:
@@ -109,6 +138,7 @@ class RolloutEngine:
             for name, v in request.params.items()
         }
         seeds, noise = self._draws(shard, request, slot0, slot1 - slot0)
+        actor = _actor(self.policy, params, noise, spec.discrete)
         x = torch.zeros(slot1 - slot0, request.episodes_per_task, spec.obs_dim, dtype=spec.dtype)
         x_own = x.numpy()[own_t, own_e]
 
@@ -137,12 +167,7 @@ class RolloutEngine:
                 x_own[...] = ob
                 obs_out[:, t] = ob
 
-                dist = self.policy(x, params)
-                if spec.discrete:
-                    action = torch.argmax(dist.logits + noise[t], dim=-1)
-                else:
-                    action = dist.mean + dist.stddev * noise[t]
-                log_prob = dist.log_prob(action)
+                action, log_prob = actor(x, t)
                 act = action.numpy()[own_t, own_e].reshape(k_envs, *action.shape[2:])
                 lp = log_prob.numpy()[own_t, own_e].reshape(k_envs)
                 if not all_running:
