@@ -27,6 +27,7 @@ import torch
 
 from maml_rl.config import load_config
 from maml_rl.logger import InMemoryLogger
+from maml_rl.malloc import tune_malloc
 from maml_rl.trainer import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -48,6 +49,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--sampler", choices=["sync", "process", "ray"], default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's thresholds as they are (maml-rl train raises them: maml_rl.malloc)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if args.device is not None:
         overrides["device"] = args.device
     config = load_config(ENVS[args.env], args.overrides).replace(overrides)
+    malloc_tuned = False if args.default_malloc else tune_malloc()
 
     memory = InMemoryLogger()
     with tempfile.TemporaryDirectory(prefix="maml-rl-bench-") as tmp:
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"{config.env.id}: {m.meta_batch_size} tasks x {m.fast_batch_size} episodes x "
         f"{horizon} steps, {m.num_adapt_steps} inner step(s); sampler {config.sampler.backend} "
         f"({config.sampler.num_workers} worker(s)); update on {device} "
-        f"({config.update_threads} thread(s)); "
+        f"({config.update_threads} thread(s)); malloc tuned {malloc_tuned}; "
         f"median of {args.iterations} iteration(s) after {args.warmup} warm-up"
     )
     for p, v in medians.items():
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         **{f"median_{p}": round(v, 4) for p, v in medians.items()},
         "torch": torch.__version__,
         "update_threads": config.update_threads,
+        "malloc_tuned": malloc_tuned,
         "machine": platform.machine(),
         "python": platform.python_version(),
     }

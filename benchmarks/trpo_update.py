@@ -37,7 +37,6 @@ The load average is printed with the figures. The last line is a JSON object.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -53,6 +52,7 @@ from maml_rl.agents.policies import GaussianMLPPolicy, stack_params
 from maml_rl.batch import EpisodeBatch
 from maml_rl.envs.navigation import BatchedNavigation2D, Navigation2DEnv
 from maml_rl.factories import resolve_device
+from maml_rl.malloc import tune_malloc
 from maml_rl.tasks import Task
 
 SHAPES = {
@@ -126,25 +126,6 @@ def random_batch(
         mask=torch.ones(n, horizon, episodes),
         final_observations=torch.randn(n, episodes, policy.obs_dim, generator=gen),
         tasks=list(tasks),
-    )
-
-
-def tune_malloc() -> bool:
-    """Make glibc keep freed large blocks instead of unmapping them (process-wide).
-
-    By default glibc serves allocations above 32 MB (HalfCheetah-sized activations:
-    40 x 4000 x 100 floats = 64 MB) with a fresh ``mmap`` each time, and every page
-    of it faults in on first touch; this roughly halves the update's speed at that
-    size. The same effect: ``MALLOC_MMAP_THRESHOLD_=1073741824
-    MALLOC_TRIM_THRESHOLD_=1073741824`` in the environment. Returns success.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(
-        libc.mallopt(m_trim_threshold, 1 << 30)
     )
 
 

@@ -27,6 +27,7 @@ import torch
 
 from maml_rl.batch import EpisodeBatch
 from maml_rl.returns import compute_gae, discounted_returns
+from maml_rl.threads import torch_threads
 
 __all__ = ["LinearFeatureBaseline", "compute_advantages", "normalize_per_task"]
 
@@ -129,7 +130,12 @@ class LinearFeatureBaseline:
         todo = torch.arange(n, device=gram.device)
         reg = self.reg_coeff
         for _ in range(self.max_tries):
-            sol, info = torch.linalg.solve_ex(gram[todo] + reg * eye, rhs[todo])
+            # One thread: with several, torch 2.13's batched LU (MKL getrf inside torch's
+            # own OpenMP loop over the batch) fails on Ant-sized systems (214 features:
+            # "oneMKL ERROR: Parameter 6 was incorrect on entry to DLASWP") and then
+            # never returns. The solve is ~1 % of the fit; the products above keep the threads.
+            with torch_threads(1):
+                sol, info = torch.linalg.solve_ex(gram[todo] + reg * eye, rhs[todo])
             ok = (info == 0) & torch.isfinite(sol).all(dim=(1, 2))
             weights[todo[ok]] = sol[ok, :, 0]
             todo = todo[~ok]

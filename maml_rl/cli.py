@@ -61,7 +61,10 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from maml_rl.config import load_config, parse_override, parse_yaml
+    from maml_rl.malloc import tune_malloc
     from maml_rl.trainer import Trainer
+
+    tune_malloc()
 
     overrides: dict[str, object] = dict(parse_override(o) for o in args.overrides)
     # Flags are shorthands for config keys; numbers are parsed like YAML values so the
@@ -168,6 +171,9 @@ def _video_tasks(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from maml_rl.evaluation import default_out_dir, evaluate, format_summary
+    from maml_rl.malloc import tune_malloc
+
+    tune_malloc()
 
     settings = evaluate_settings(args)
     out = args.out if args.out is not None else default_out_dir(args.runs)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -155,3 +158,25 @@ def test_normalize_per_task_ignores_padding() -> None:
     out = normalize_per_task(x, m)
     torch.testing.assert_close(out[0], torch.tensor([-1.0, 1.0, 0.0]), atol=1e-6, rtol=0)
     torch.testing.assert_close(out[1], torch.zeros(3))
+
+
+def test_an_ant_sized_fit_on_two_threads_returns() -> None:
+    """214 features (Ant's 105-d observations) on two torch threads: the batched LU of
+    torch 2.13 + MKL used to fail inside its OpenMP loop and never return. Run in a
+    subprocess so that a regression fails on the timeout instead of hanging the suite."""
+    code = """
+import torch
+from maml_rl.baseline import LinearFeatureBaseline
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+obs = torch.randn(40, 200, 20, 105, generator=g) * 5
+returns = torch.randn(40, 200, 20, generator=g)
+mask = (torch.rand(40, 200, 20, generator=g) < 0.3).double()
+b = LinearFeatureBaseline(105).fit(obs, returns, mask)
+assert torch.isfinite(b.weights).all()
+print("ok")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "ok" and "DLASWP" not in out.stdout + out.stderr
