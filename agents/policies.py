@@ -72,10 +72,11 @@ class RolloutActor(Protocol):
 
 class _StackedMLP:
     """The torso of a policy under stacked parameters ``[N, ...]``, for observations of
-    one fixed shape ``[N, E, obs_dim]``: transposed weights made contiguous once, every
-    layer written into its own preallocated buffer, activations in place — a step costs
-    one ``baddbmm`` per layer and nothing else (the rollout engine calls it 200 times
-    per sample call; the autograd path is :meth:`Policy._torso`)."""
+    one fixed shape ``[N, E, obs_dim]``: every layer written into its own preallocated
+    buffer, activations in place — a step costs one ``baddbmm`` per layer and nothing
+    else (the rollout engine calls it 200 times per sample call). The same kernels on the
+    same operands as :meth:`Policy._torso`, so the same bits (making the transposed
+    weights contiguous would be ~2x faster in the matmuls and change the last bits)."""
 
     def __init__(self, policy: Policy, params: Mapping[str, torch.Tensor], episodes: int) -> None:
         if not policy.is_stacked(params):
@@ -86,7 +87,7 @@ class _StackedMLP:
             weight = params[f"{name}.weight"].detach()
             bias = params[f"{name}.bias"].detach()
             out = torch.empty(weight.shape[0], episodes, weight.shape[1], dtype=weight.dtype)
-            self.layers.append((weight.transpose(1, 2).contiguous(), bias.unsqueeze(1), out))
+            self.layers.append((weight.transpose(1, 2), bias.unsqueeze(1), out))
         self.activate = {"tanh": torch.tanh_, "relu": torch.relu_}[policy.activation]
 
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
@@ -262,23 +263,29 @@ class GaussianMLPPolicy(Policy):
         self, params: Mapping[str, torch.Tensor], noise: torch.Tensor
     ) -> RolloutActor | None:
         """The sampler's fused, no-grad action step: ``a = μ(s) + σ ⊙ ε_t`` for the
-        call's standard-normal noise ``ε`` (``[T, N, E, act_dim]``), with the
-        log-probability of every step computed up front from the noise alone,
-        ``log π(a|s) = −½‖ε‖² − Σ log σ − (d/2) log 2π`` (what :meth:`forward`'s
-        ``log_prob`` gives for that action, up to rounding). None where a
-        subclass changed the forward pass (see :meth:`_fused_rollout_applies`)."""
+        call's standard-normal noise ``ε`` (``[T, N, E, act_dim]``) and its
+        log-probability, computed as :meth:`forward`'s ``log_prob`` does, from the action
+        taken (so a non-finite mean gives a non-finite log-probability, which the trainer
+        reports). None where a subclass changed the forward pass (see
+        :meth:`_fused_rollout_applies`)."""
         if not self._fused_rollout_applies():
             return None
         torso = _StackedMLP(self, params, noise.shape[2])
         log_std = params["log_std"].detach().clamp(min=self.min_log_std)  # [N, d]
         std = log_std.exp().unsqueeze(1)  # [N, 1, d]
-        norm = log_std.sum(-1) + 0.5 * self.act_dim * math.log(2 * math.pi)  # [N]
-        log_probs = -0.5 * noise.square().sum(-1) - norm[None, :, None]  # [T, N, E]
+        # torch.distributions.Normal's operations, in its order: the same bits.
+        two_var = 2 * std**2
+        log_scale = std.log()
+        log_sqrt_2pi = math.log(math.sqrt(2 * math.pi))
+        scaled = torch.empty(noise.shape[1:], dtype=noise.dtype)
         actions = torch.empty(noise.shape[1:], dtype=noise.dtype)
 
         def act(obs: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-            torch.addcmul(torso(obs), std, noise[t], out=actions)
-            return actions, log_probs[t]
+            mean = torso(obs)
+            torch.mul(std, noise[t], out=scaled)
+            torch.add(mean, scaled, out=actions)
+            log_prob = (-((actions - mean) ** 2) / two_var - log_scale - log_sqrt_2pi).sum(-1)
+            return actions, log_prob
 
         return act
 

@@ -55,9 +55,10 @@ def test_stacked_forward_equals_per_task_forward(kind: str) -> None:
 def test_rollout_actor_takes_the_distributions_action_and_log_prob(
     kind: str, activation: str
 ) -> None:
-    """The sampler's fused step equals sampling the distribution with the same noise:
-    the reparameterised Gaussian action and its log-probability, or the Gumbel-max
-    action; its buffers are reused, so each step's output is read before the next."""
+    """The sampler's fused step equals sampling the distribution with the same noise, bit
+    for bit: the reparameterised Gaussian action and its log-probability, or the
+    Gumbel-max action; its buffers are reused, so each step's output is read before the
+    next."""
     torch.manual_seed(0)
     policy = (
         GaussianMLPPolicy(4, 2, (16, 16), activation, init_std=0.7)
@@ -73,10 +74,10 @@ def test_rollout_actor_takes_the_distributions_action_and_log_prob(
         action, log_prob = (v.clone() for v in actor(obs, t))
         dist = policy(obs, stacked)
         if kind == "gaussian":
-            torch.testing.assert_close(action, dist.mean + dist.stddev * noise[t])
+            assert torch.equal(action, dist.mean + dist.stddev * noise[t])
         else:
             assert torch.equal(action, torch.argmax(dist.logits + noise[t], dim=-1))
-        torch.testing.assert_close(log_prob, dist.log_prob(action), rtol=1e-5, atol=1e-5)
+        assert torch.equal(log_prob, dist.log_prob(action))  # bit for bit
     with pytest.raises(ValueError, match="stacked"):
         policy.rollout_actor(policy.params(), noise)
 
