@@ -30,6 +30,7 @@ import signal
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,19 @@ def budget(run_dir: Path) -> int | None:
         return None
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     return int(data.get("num_batches", 0)) or None
+
+
+def target_iterations(run_dir: Path, overrides: Sequence[str]) -> int | None:
+    """Where this invocation takes the run: the last ``num_batches=N`` override, else the
+    stored budget (``None``: no run yet, or an override that is not a number — the
+    trainer reports that one)."""
+    given = [o.partition("=")[2] for o in overrides if o.startswith("num_batches=")]
+    if not given:
+        return budget(run_dir)
+    try:
+        return int(given[-1])
+    except ValueError:
+        return None
 
 
 def checkpoint_iteration(run_dir: Path) -> int | None:
@@ -154,14 +168,9 @@ def cmd_run(presets: list[Path], root: Path, overrides: list[str], workers: int 
         run_dir = root / preset.stem
         if stop["requested"]:
             break
-        total = budget(run_dir)
+        total = target_iterations(run_dir, overrides)
         done = checkpoint_iteration(run_dir)
-        if (
-            total is not None
-            and done is not None
-            and done >= total
-            and not any(o.startswith("num_batches=") for o in overrides)
-        ):
+        if total is not None and done is not None and done >= total:
             print(f"long_run: {run_dir} finished ({done}/{total}); skipped", flush=True)
             continue
         cmd = train_command(preset, run_dir, overrides, workers)

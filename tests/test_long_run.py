@@ -1,0 +1,86 @@
+"""``benchmarks/long_run.py``: runs presets to their budget across invocations, resumes
+from the checkpoint, never retrains what is finished, reports where each run stands.
+
+Real subprocesses (the driver starts ``maml-rl train`` itself), a tiny Navigation2D
+preset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "long_run.py"
+
+
+def long_run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def iterations(run_dir: Path) -> list[int]:
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["iteration"] for line in lines]
+
+
+@pytest.fixture
+def preset(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny_nav.yaml"
+    body = ["agent: maml_trpo", "num_batches: 2", "env:", "  id: MetaRL/Navigation2D-v0"]
+    path.write_text("\n".join(body) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_a_run_goes_to_its_budget_resumes_and_is_never_retrained(
+    preset: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "runs"
+    run_dir = root / "tiny_nav"
+    args = ["run", str(preset), "--root", str(root), *TINY]
+
+    first = long_run(*args)
+    assert first.returncode == 0, first.stderr
+    assert iterations(run_dir) == [1, 2]
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+
+    again = long_run(*args)  # finished at the preset's budget: nothing is trained
+    assert again.returncode == 0, again.stderr
+    assert "finished (2/2); skipped" in again.stdout
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics
+
+    longer = long_run(*args, "num_batches=3")  # a larger budget continues the same run
+    assert longer.returncode == 0, longer.stderr
+    assert iterations(run_dir) == [1, 2, 3]
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+
+    # The same larger budget again: skipped (the trainer would refuse a finished run).
+    same = long_run(*args, "num_batches=3")
+    assert same.returncode == 0, same.stderr
+    assert "finished (3/3); skipped" in same.stdout
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics
+
+    status = long_run("status", "--root", str(root))
+    assert status.returncode == 0, status.stderr
+    (row,) = json.loads(status.stdout.splitlines()[-1])["runs"]
+    assert row["run"] == "tiny_nav"
+    assert row["iterations_done"] == 3 and row["num_batches"] == 3 and row["finished"]
+    assert row["env_steps"] > 0
+
+
+def test_a_missing_preset_is_one_line(tmp_path: Path) -> None:
+    result = long_run("run", str(tmp_path / "nope.yaml"), "--root", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"long_run: preset {tmp_path / 'nope.yaml'} not found"
