@@ -27,6 +27,10 @@ CTRL_COST_WEIGHT = 0.005
 CONTACT_COST_WEIGHT = 5e-4
 #: ProMP and learn2learn use 1.0: returns are not comparable with theirs.
 SURVIVE_REWARD = 0.05
+#: AntVel's and AntGoal's constant per-step offsets, the original code's ("make it happy,
+#: not suicidal"): without them every step of a velocity task costs, and a policy learns
+#: to end its episodes early (falling over ends them).
+VELOCITY_REWARD_OFFSET = 1.0
 GOAL_REWARD_OFFSET = 4.0
 CONTACT_FORCE_RANGE = (-1.0, 1.0)
 HEALTHY_Z_RANGE = (0.2, 1.0)
@@ -189,8 +193,12 @@ class AntVelEnv(VelocityFamily, _AntFamily):
     goal-velocity reward (Finn et al., 2017, §5.3).
 
     ## Reward
-    ``reward = −|v_x − v_goal| − ctrl − contact + survive`` (terms below);
-    ``info["reward_velocity"] = −|v_x − v_goal|``.
+    ``reward = 1.0 − |v_x − v_goal| − ctrl − contact + survive`` (terms below);
+    ``info["reward_velocity"] = 1.0 − |v_x − v_goal|``. The offset 1.0 is the original
+    MAML code's: without it every step costs and, since an unhealthy state ends the
+    episode, the policy learns to fall over early instead of to walk (seen here: the
+    mean episode length fell from 57 to 45 steps in 22 meta-iterations while the
+    return "improved").
     """
         + _COMMON_SPEC
         + """
@@ -206,7 +214,8 @@ class AntVelEnv(VelocityFamily, _AntFamily):
     Reward weights are fixed: the family's version pins them.
 
     ## Version history
-    * v0: initial version (Gymnasium Ant-v5, mujoco ≥ 3).
+    * v0: initial version (Gymnasium Ant-v5, mujoco ≥ 3). The offset 1.0 was added
+      on 2026-12-06, before any AntVel result was published.
     """
     )
 
@@ -216,7 +225,7 @@ class AntVelEnv(VelocityFamily, _AntFamily):
 
     @classmethod
     def _task_reward(cls, params: np.ndarray, tr: Transition, velocity: np.ndarray) -> np.ndarray:
-        return -np.abs(velocity[:, 0] - params[:, 0])
+        return VELOCITY_REWARD_OFFSET - np.abs(velocity[:, 0] - params[:, 0])
 
 
 class AntDirEnv(DirectionFamily, _AntFamily):

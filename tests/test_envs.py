@@ -128,7 +128,7 @@ def _ant_expected(inner, action: np.ndarray, xy_before: np.ndarray, task_term) -
 @pytest.mark.parametrize(
     ("env_id", "task", "term"),
     [
-        ("MetaRL/AntVel-v0", {"velocity": 2.5}, lambda v, xy: -abs(v[0] - 2.5)),
+        ("MetaRL/AntVel-v0", {"velocity": 2.5}, lambda v, xy: 1.0 - abs(v[0] - 2.5)),
         ("MetaRL/AntDir-v0", {"direction": -1.0}, lambda v, xy: -v[0]),
         (
             "MetaRL/AntGoal-v0",
