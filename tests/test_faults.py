@@ -48,7 +48,7 @@ from maml_rl.logger import ConsoleLogger, JsonlLogger, read_jsonl
 from maml_rl.optim import trust_region_step
 from maml_rl.samplers import ProcessSampler
 from maml_rl.samplers.ray import check_ray_address
-from maml_rl.trainer import Diverged, Trainer
+from maml_rl.trainer import Diverged, Trainer, likely_cause
 
 from conftest import TINY, run_cli
 
@@ -113,11 +113,6 @@ DIVERGE = [
             "inner step α=1e6 makes the adapted policy non-finite; lower maml.fast_lr",
         ),
         (
-            ["policy.init_std=1e-30"],
-            StepRejection.GRADIENT,
-            "policy.init_std=1e-30 makes the meta-gradient non-finite; raise policy.init_std",
-        ),
-        (
             ["agent=maml_ppo", "ppo.meta_lr=1e6"],
             StepRejection.UPDATE,
             "the outer step with ppo.meta_lr=1e6 makes the policy's outputs non-finite; "
@@ -129,7 +124,7 @@ DIVERGE = [
             "inner step α=1e6 makes the adapted policy non-finite; lower maml.fast_lr",
         ),
     ],
-    ids=["max_kl", "fast_lr_1e30", "fast_lr_1e6", "init_std", "ppo_meta_lr", "ppo_fast_lr"],
+    ids=["max_kl", "fast_lr_1e30", "fast_lr_1e6", "ppo_meta_lr", "ppo_fast_lr"],
 )
 def test_divergence_rejects_every_step_then_stops_with_the_cause(
     overrides: list[str],
@@ -163,6 +158,18 @@ def test_divergence_rejects_every_step_then_stops_with_the_cause(
     assert same_state(state["policy"], fresh.policy.state_dict())
     if config.agent == "maml_ppo":
         assert state["agent"]["optimizer"]["state"] == {}
+
+
+def test_a_tiny_initial_std_is_named_as_the_cause_of_a_non_finite_meta_gradient() -> None:
+    # Not run end to end: whether σ = 1e-30 makes the meta-gradient overflow or vanish
+    # depends on the CPU's float path (inf on the Intel machine of earlier CI runs;
+    # exactly 0 on an AMD EPYC, where a − μ rounds to 0), so the cause is checked here.
+    config = load_config(None, ["policy.init_std=1e-30"])
+    assert likely_cause(StepRejection.GRADIENT, config) == (
+        "policy.init_std=1e-30 makes the meta-gradient non-finite; raise policy.init_std"
+    )
+    healthy = load_config(None, [])
+    assert "init_std" not in likely_cause(StepRejection.GRADIENT, healthy)
 
 
 def test_diverged_run_resumes_bit_identically(
