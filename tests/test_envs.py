@@ -121,7 +121,7 @@ def _ant_expected(inner, action: np.ndarray, xy_before: np.ndarray, task_term) -
     healthy = bool(
         np.isfinite(data.qpos).all() and np.isfinite(data.qvel).all() and 0.2 <= z <= 1.0
     )
-    survive = 0.05 if healthy else 0.0
+    survive = 1.0 if healthy else 0.0
     return task_term(velocity, data.qpos[:2]) - ctrl - contact + survive, not healthy, contact
 
 
@@ -164,7 +164,7 @@ def test_ant_terminates_when_unhealthy_without_survive_bonus() -> None:
     assert info["reward_survive"] == 0.0
     env.reset(seed=0)
     _, _, terminated, _, info = env.step(np.zeros(8, dtype=np.float32))
-    assert not terminated and info["reward_survive"] == 0.05
+    assert not terminated and info["reward_survive"] == 1.0
 
 
 @pytest.mark.parametrize(
