@@ -334,3 +334,24 @@ def test_the_preset_has_the_metaworld_papers_settings(path: Path) -> None:
     assert (cfg.maml.num_adapt_steps, cfg.trpo.max_kl) == (1, 0.01)
     assert cfg.maml.fast_lr == 0.1
     assert cfg.env.id in family_ids()
+
+
+SHIPPED_REACH = (
+    Path(__file__).resolve().parents[1] / "benchmarks/results/checkpoints/metaworld/ml1_reach.pt"
+)
+
+
+@needs_metaworld
+@pytest.mark.slow
+def test_the_shipped_reach_policy_adapts_on_test_goals() -> None:
+    """The README's ML1 reach-v3 result: one step takes held-out goals to success."""
+    result = evaluate(
+        [SHIPPED_REACH],
+        EvalSettings(adapt_steps=1, num_tasks=2, progress=False),
+        out="",
+    )
+    assert result["env_id"] == REACH and result["task_set"]["held_out"]
+    curve = result["runs"][0]["curve"]
+    assert curve["mean"][1] > curve["mean"][0]
+    success = curve["success"]["mean"]
+    assert success[1] == 1.0 and success[0] < 1.0, success
