@@ -28,9 +28,8 @@ CONTACT_COST_WEIGHT = 5e-4
 #: Gymnasium's Ant-v5 default, ProMP's and learn2learn's; the original MAML code paid 0.05,
 #: with which a policy here learns to end its episodes early (docs/results.md, AntVel).
 SURVIVE_REWARD = 1.0
-#: AntVel's and AntGoal's constant per-step offsets, the original code's ("make it happy,
-#: not suicidal"): without them every step of a velocity task costs, and a policy learns
-#: to end its episodes early (falling over ends them).
+#: The task terms' constant per-step offsets of the original code ("make it happy, not
+#: suicidal"): AntVel's 1.0, AntGoal's 4.0.
 VELOCITY_REWARD_OFFSET = 1.0
 GOAL_REWARD_OFFSET = 4.0
 CONTACT_FORCE_RANGE = (-1.0, 1.0)
@@ -95,7 +94,7 @@ _COMMON_SPEC = """
       is worth less than the task term costs on most tasks, and since Ant-v5's healthy
       range ends an episode as soon as the torso bounces above 1 m, a policy learns
       to end its episodes early instead of to walk (measured on AntVel: episodes
-      shortened from 55 to 37 steps over 250 meta-iterations and adaptation gained
+      shortened from 55 to 37 steps over 254 meta-iterations and adaptation gained
       nothing). Returns are therefore not comparable with the MAML paper's plots.
 
     ``v_x, v_y`` are v5's ``x_velocity, y_velocity``: the displacement of the
@@ -202,9 +201,8 @@ class AntVelEnv(VelocityFamily, _AntFamily):
     ``reward = 1.0 − |v_x − v_goal| − ctrl − contact + survive`` (terms below);
     ``info["reward_velocity"] = 1.0 − |v_x − v_goal|``. The offset 1.0 is the original
     MAML code's: without it every step costs and, since an unhealthy state ends the
-    episode, the policy learns to fall over early instead of to walk (seen here: the
-    mean episode length fell from 57 to 45 steps in 22 meta-iterations while the
-    return "improved").
+    episode, the policy learns to end its episodes early instead of to walk (seen
+    here: 56 → 45 steps over 23 meta-iterations while the return "improved").
     """
         + _COMMON_SPEC
         + """
