@@ -11,8 +11,9 @@ replays exactly the iterations an uninterrupted run would have made), a missing 
 So the same command, started again after a reboot or in the next working session, picks
 up where the machine stopped and never retrains what is finished. Overrides (``KEY=VALUE``)
 apply when a run starts; on resume only the resumable keys (``num_batches``,
-``checkpoint_every``, ``sampler.*``, ...) are passed on. ``checkpoint_every`` defaults to 5
-here, so an interruption loses at most a few iterations.
+``checkpoint_every``, ``sampler.*``, the TRPO curvature knobs, ...) are passed on.
+``checkpoint_every`` defaults to 5 here, so an interruption loses at most a few
+iterations.
 
 ``status`` prints, per run folder under ``root``: iterations done of the budget, env steps,
 seconds per iteration (median of the last 10), the ETA of what is left at that pace, and
@@ -34,7 +35,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-RESUMABLE_OVERRIDES = ("num_batches=", "checkpoint_every=", "keep_checkpoint_every=", "sampler.")
+#: The overrides passed on to a resumed run: ``maml_rl.trainer.RESUMABLE_KEYS`` (not
+#: imported, so that ``status`` starts without torch) and ``sampler.*``.
+RESUMABLE_OVERRIDES = (
+    "num_batches=",
+    "checkpoint_every=",
+    "keep_checkpoint_every=",
+    "max_rejected_iterations=",
+    "update_threads=",
+    "device=",
+    "trpo.hvp_dtype=",
+    "trpo.hvp_subsample=",
+    "sampler.",
+)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

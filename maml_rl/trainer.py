@@ -98,7 +98,10 @@ __all__ = [
 
 #: Config keys a resumed run may change: they only extend the run, or do not alter
 #: what is computed (every sampler backend gives identical episodes; another device
-#: may change the last bits of the update, not its meaning).
+#: may change the last bits of the update, not its meaning). The two TRPO curvature
+#: knobs are here too: they choose how the Fisher-vector products that set the step's
+#: direction are approximated (precision, share of the tasks), not the objective or
+#: the trust region, so a long run may switch to the exact products part-way.
 RESUMABLE_KEYS = (
     "num_batches",
     "checkpoint_every",
@@ -108,6 +111,8 @@ RESUMABLE_KEYS = (
     "video_tasks",
     "device",
     "update_threads",
+    "trpo.hvp_dtype",
+    "trpo.hvp_subsample",
     "logdir",
     "run_name",
 )

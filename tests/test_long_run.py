@@ -84,3 +84,23 @@ def test_a_missing_preset_is_one_line(tmp_path: Path) -> None:
     result = long_run("run", str(tmp_path / "nope.yaml"), "--root", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip() == f"long_run: preset {tmp_path / 'nope.yaml'} not found"
+
+
+def test_the_overrides_passed_on_resume_are_the_trainers_resumable_keys() -> None:
+    import importlib.util
+
+    from maml_rl.trainer import _RESUMABLE_PREFIXES, RESUMABLE_KEYS
+
+    spec = importlib.util.spec_from_file_location("long_run", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    passed = set(module.RESUMABLE_OVERRIDES)
+    # Every key passed on is one the trainer takes on resume (else the resume fails)...
+    assert passed <= {f"{k}=" for k in RESUMABLE_KEYS} | set(_RESUMABLE_PREFIXES)
+    # ...and every one it takes that changes how a run trains is passed on.
+    assert {
+        f"{k}="
+        for k in RESUMABLE_KEYS
+        if k not in ("logdir", "run_name", "video_every", "video_tasks")
+    } | set(_RESUMABLE_PREFIXES) <= passed

@@ -139,6 +139,13 @@ def test_resume_refuses_what_would_change_the_run(tmp_path: Path) -> None:
         Trainer.resume(tmp_path / "run", {"maml.fast_lr": 0.05})
     with pytest.raises(ValueError, match="already finished 2 of 2 iterations"):
         Trainer.resume(tmp_path / "run")
+    # The curvature approximation may change part-way (a long run switching to exact
+    # Fisher-vector products); the objective and the trust region may not.
+    resumed = Trainer.resume(tmp_path / "run", {"num_batches": 3, "trpo.hvp_subsample": 1.0})
+    assert resumed.config.trpo.hvp_subsample == 1.0 and resumed.iteration == 2
+    resumed.close()
+    with pytest.raises(ValueError, match=r"trpo\.max_kl would change from 0\.01 to 0\.02"):
+        Trainer.resume(tmp_path / "run", {"num_batches": 3, "trpo.max_kl": 0.02})
     with pytest.raises(ValueError, match=r"has no checkpoint\.pt"):
         Trainer.resume(tmp_path)
 
