@@ -53,11 +53,13 @@ def _body_mass() -> np.ndarray:
 
 _COMMON_SPEC = """
     ## Observation space
-    v5's default, ``Box(-inf, inf, (348,), float64)``: ``qpos[2:]`` (22: torso z and
-    orientation quaternion, 17 joint angles), ``qvel`` (23), then of bodies 1–13 the
-    centre-of-mass inertia ``cinert`` (130), the centre-of-mass velocity ``cvel`` (78),
-    the actuator forces ``qfrc_actuator[6:]`` (17) and the external contact wrenches
-    ``cfrc_ext`` (78). The torso's x, y position is excluded.
+    ``Box(-inf, inf, (45,), float64)``: ``qpos[2:]`` (22: torso z and orientation
+    quaternion, 17 joint angles) and ``qvel`` (23) — Humanoid-v5 with its four
+    ``include_*_in_observation`` flags off. v5's default adds 303 dimensions of
+    ``cinert``, ``cvel``, ``qfrc_actuator`` and ``cfrc_ext``, unnormalised (actuator
+    forces ≈ 20 on average, contact wrenches up to thousands): with them one α = 0.1
+    policy-gradient step lowered the return (see ``docs/results.md``). The torso's x, y
+    position is excluded.
 
     ## Action space
     ``Box(-0.4, 0.4, (17,), float32)``: joint torques (abdomen, hips, knees,
@@ -91,8 +93,14 @@ class _HumanoidFamily(MujocoTaskFamily, HumanoidEnv):
     """Common part of the Humanoid families (not registered)."""
 
     horizon = 200
-    uses_contact_forces = True
-    data_fields = ("xipos", "cinert", "cvel", "qfrc_actuator")
+    uses_contact_forces = True  # the contact cost
+    data_fields = ("xipos",)
+    v5_kwargs: ClassVar[Mapping[str, object]] = {
+        "include_cinert_in_observation": False,
+        "include_cvel_in_observation": False,
+        "include_qfrc_actuator_in_observation": False,
+        "include_cfrc_ext_in_observation": False,
+    }
 
     @classmethod
     def _position(
@@ -113,19 +121,7 @@ class _HumanoidFamily(MujocoTaskFamily, HumanoidEnv):
         cfrc_ext: np.ndarray | None,
         fields: Mapping[str, np.ndarray],
     ) -> np.ndarray:
-        assert cfrc_ext is not None  # uses_contact_forces is set
-        k = len(qpos)
-        return np.concatenate(
-            [
-                qpos[:, 2:],
-                qvel,
-                fields["cinert"][:, 1:].reshape(k, -1),
-                fields["cvel"][:, 1:].reshape(k, -1),
-                fields["qfrc_actuator"][:, 6:],
-                cfrc_ext[:, 1:].reshape(k, -1),
-            ],
-            axis=1,
-        )
+        return np.concatenate([qpos[:, 2:], qvel], axis=1)
 
     @classmethod
     def _reset_state(
@@ -177,7 +173,8 @@ class HumanoidDirEnv(_HumanoidFamily):
         """Humanoid that must walk in a direction of the plane it cannot observe.
 
     Registered as ``MetaRL/HumanoidDir-v0``: Gymnasium's ``Humanoid-v5`` (same model,
-    observation, start state, physics, termination and cost terms) with a direction
+    start state, physics, termination and cost terms; the observation without v5's
+    303 unnormalised body dimensions) with a direction
     task, as PEARL's Humanoid direction benchmark. The forward/backward variant
     along x is ``MetaRL/HumanoidFwdBack-v0`` (:class:`HumanoidFwdBackEnv`).
 
@@ -197,7 +194,7 @@ class HumanoidDirEnv(_HumanoidFamily):
     ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering).
 
     ## Version history
-    * v0: initial version (Gymnasium Humanoid-v5, mujoco ≥ 3).
+    * v0: initial version (Gymnasium Humanoid-v5 without its body observations, mujoco ≥ 3).
     """
     )
 
@@ -248,7 +245,7 @@ class HumanoidFwdBackEnv(DirectionFamily, _HumanoidFamily):
     ``task`` (initial task), ``render_mode``, ``width``, ``height`` (rendering).
 
     ## Version history
-    * v0: initial version (Gymnasium Humanoid-v5, mujoco ≥ 3).
+    * v0: initial version (Gymnasium Humanoid-v5 without its body observations, mujoco ≥ 3).
     """
     )
 
