@@ -180,9 +180,10 @@ class Config(Validated):
 
     max_rejected_iterations: int = bounded(5, ge=0)
     """Stop training (after checkpointing) once this many consecutive meta-steps were
-    rejected, at least one of them for non-finite values (a diverged run), naming the
-    likely cause; 0: never stop. Rejections by a TRPO line search alone (finite, no better
-    step found) never stop a run."""
+    rejected, at least one of them for non-finite values (a diverged run) or a meta-gradient
+    that is exactly zero (a run that cannot move), naming the likely cause; 0: never stop.
+    Rejections by a TRPO line search alone (finite, no better step found) never stop a
+    run."""
 
     video_every: int = bounded(0, ge=0)
     """Log a video of adaptation to TensorBoard (``eval/video_step_<k>``) every this many

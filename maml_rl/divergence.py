@@ -3,9 +3,12 @@
 A meta-update is *rejected* — ``θ`` and the outer optimiser's state stay exactly as they
 were — when something it builds on is not finite: the rollouts of ``θ`` or of the
 adapted policies, the adapted parameters, the outer loss, the meta-gradient, the step
-direction or the updated policy. A non-finite value therefore never becomes ``θ``. (A
-TRPO line search that finds no better step within the trust region is a rejection too,
-but an ordinary one: everything in it is finite.)
+direction or the updated policy. A non-finite value therefore never becomes ``θ``. A
+TRPO step whose meta-gradient is exactly zero is rejected too: there is nothing to step
+along, and nothing will change in the next iteration either. (A TRPO line search that
+finds no better step within the trust region is a rejection too, but an ordinary one.)
+Non-finite and zero-gradient rejections are *abnormal*: enough of them in a row stop a
+run (``max_rejected_iterations``).
 
 The trainer and the agents report the reason as the metric ``train/step_rejected_reason``
 with the code of a :class:`StepRejection` (TensorBoard scalars are numbers; 0: the step
@@ -38,6 +41,7 @@ class StepRejection(enum.IntEnum):
     GRADIENT = 5
     DIRECTION = 6
     UPDATE = 7
+    ZERO_GRADIENT = 8
 
     @property
     def text(self) -> str:
@@ -47,7 +51,13 @@ class StepRejection(enum.IntEnum):
     @property
     def non_finite(self) -> bool:
         """Whether a non-finite value caused it (a sign of divergence)."""
-        return self >= StepRejection.POLICY
+        return StepRejection.POLICY <= self <= StepRejection.UPDATE
+
+    @property
+    def abnormal(self) -> bool:
+        """Whether it is a sign that the run cannot go on as configured: a non-finite
+        value, or a meta-gradient that is exactly zero."""
+        return self.non_finite or self == StepRejection.ZERO_GRADIENT
 
 
 _TEXT = {
@@ -59,6 +69,7 @@ _TEXT = {
     StepRejection.GRADIENT: "the meta-gradient is non-finite",
     StepRejection.DIRECTION: "the step direction is non-finite",
     StepRejection.UPDATE: "the updated policy is non-finite",
+    StepRejection.ZERO_GRADIENT: "the meta-gradient is zero",
 }
 
 

@@ -268,6 +268,8 @@ def trust_region_step(
         rejected = StepRejection.LOSS
     elif not math.isfinite(grad_norm):
         rejected = StepRejection.GRADIENT
+    elif grad_norm == 0.0:
+        rejected = StepRejection.ZERO_GRADIENT
     else:
         cg = conjugate_gradient(lambda v: hvp(v) + damping * v, grad, cg_iters)
         cg_residual = cg.residual_norm / max(grad_norm, 1e-30)
@@ -277,7 +279,7 @@ def trust_region_step(
             if not all_finite([full_step]):  # 2 max_kl / xAx overflowed
                 full_step, rejected = None, StepRejection.UPDATE
         elif math.isfinite(cg.xAx) and all_finite([cg.x]):
-            rejected = StepRejection.NO_IMPROVEMENT  # a zero gradient: nothing to step along
+            rejected = StepRejection.NO_IMPROVEMENT  # no curvature along the direction
         else:
             rejected = StepRejection.DIRECTION
     t1 = time.perf_counter()

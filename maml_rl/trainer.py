@@ -133,7 +133,8 @@ class Interrupted(KeyboardInterrupt):
 
 class Diverged(RunStopped):
     """Training stopped after ``max_rejected_iterations`` consecutive meta-steps were
-    rejected for non-finite values; the last good state is checkpointed."""
+    rejected, some for non-finite values or a zero meta-gradient; the last good state is
+    checkpointed."""
 
 
 def _num(x: float) -> str:
@@ -142,10 +143,11 @@ def _num(x: float) -> str:
 
 
 def likely_cause(reason: StepRejection, config: Config, *, after_a_step: bool = False) -> str:
-    """What most likely made the meta-steps non-finite, and the setting to change.
+    """What most likely made the meta-steps non-finite (or the meta-gradient zero), and
+    the setting to change.
 
     Args:
-        reason: the most frequent non-finite rejection.
+        reason: the most frequent abnormal rejection.
         config: the run's config.
         after_a_step: whether an outer step was taken just before the rejections began
             (then non-finite rollouts of θ come from that step).
@@ -165,12 +167,22 @@ def likely_cause(reason: StepRejection, config: Config, *, after_a_step: bool = 
         StepRejection.ADAPTED: "the adapted policy",
         StepRejection.LOSS: "the outer loss",
         StepRejection.GRADIENT: "the meta-gradient",
+        StepRejection.ZERO_GRADIENT: "the meta-gradient",
         StepRejection.DIRECTION: "the step direction",
     }.get(reason, "the meta-step")
+    zero = reason == StepRejection.ZERO_GRADIENT
     if config.policy.init_std < 1e-3:  # log-probability gradients scale as 1/σ²
+        # a − μ may also round to 0 with σ tiny: then the gradient vanishes instead.
+        effect = "vanish" if zero else "non-finite"
         return (
-            f"policy.init_std={_num(config.policy.init_std)} makes {what} non-finite; raise "
+            f"policy.init_std={_num(config.policy.init_std)} makes {what} {effect}; raise "
             "policy.init_std"
+        )
+    if zero:
+        return (
+            "every episode of a task scores alike (a constant reward, or every episode "
+            f"ends at once), so there is nothing to learn from; check {config.env.id}'s "
+            "reward and env.max_episode_steps"
         )
     if reason == StepRejection.DIRECTION:
         return (
@@ -659,8 +671,8 @@ class Trainer:
         *finished* iteration is checkpointed, the sampler shut down, and
         :class:`Interrupted` raised. After ``max_rejected_iterations``
         consecutive rejected meta-steps (``θ`` unchanged by each), at least one of them
-        for non-finite values, the state is checkpointed and :class:`Diverged` raised,
-        naming the likely cause.
+        abnormal (a non-finite value or a zero meta-gradient), the state is checkpointed
+        and :class:`Diverged` raised, naming the likely cause.
         """
         cfg = self.config
         metrics: dict[str, float] = {}
@@ -674,7 +686,7 @@ class Trainer:
                 reason = StepRejection(int(metrics.get(REJECTION_TAG, 0)))
                 rejected = [*rejected, reason] if reason != StepRejection.NONE else []
                 limit = cfg.max_rejected_iterations
-                if limit and len(rejected) >= limit and any(r.non_finite for r in rejected):
+                if limit and len(rejected) >= limit and any(r.abnormal for r in rejected):
                     # θ and the optimiser are still those of the last accepted step.
                     self.save_checkpoint()
                     raise Diverged(self._diverged_message(rejected))
@@ -731,7 +743,7 @@ class Trainer:
     def _diverged_message(self, rejected: Sequence[StepRejection]) -> str:
         counts = collections.Counter(rejected)
         why = ", ".join(f"{r.text} ×{n}" for r, n in counts.items())
-        cause = max((r for r in counts if r.non_finite), key=lambda r: counts[r])
+        cause = max((r for r in counts if r.abnormal), key=lambda r: counts[r])
         first = self.iteration - len(rejected) + 1
         likely = likely_cause(cause, self.config, after_a_step=first > 1)
         return (

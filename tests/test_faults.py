@@ -160,16 +160,42 @@ def test_divergence_rejects_every_step_then_stops_with_the_cause(
         assert state["agent"]["optimizer"]["state"] == {}
 
 
-def test_a_tiny_initial_std_is_named_as_the_cause_of_a_non_finite_meta_gradient() -> None:
-    # Not run end to end: whether σ = 1e-30 makes the meta-gradient overflow or vanish
-    # depends on the CPU's float path (inf on the Intel machine of earlier CI runs;
-    # exactly 0 on an AMD EPYC, where a − μ rounds to 0), so the cause is checked here.
-    config = load_config(None, ["policy.init_std=1e-30"])
-    assert likely_cause(StepRejection.GRADIENT, config) == (
-        "policy.init_std=1e-30 makes the meta-gradient non-finite; raise policy.init_std"
+def test_a_tiny_initial_std_stops_the_run_and_is_named_as_the_cause(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Whether σ = 1e-30 makes the meta-gradient overflow or vanish depends on the CPU's
+    # float path (inf on the Intel machine of earlier CI runs; exactly 0 on an AMD EPYC,
+    # where a − μ rounds to 0): either way the run stops after 5 iterations, naming σ.
+    rc, _, err = one_line(
+        capsys, ["train", *DIVERGE, "policy.init_std=1e-30", f"logdir={tmp_path}"]
     )
+    assert rc == 1
+    (run_dir,) = tmp_path.iterdir()
+    (reason,) = {
+        StepRejection(int(r[REJECTION_TAG])) for r in read_jsonl(run_dir / "metrics.jsonl")
+    }
+    assert reason in (StepRejection.GRADIENT, StepRejection.ZERO_GRADIENT)
+    effect = "non-finite" if reason == StepRejection.GRADIENT else "vanish"
+    assert f"({reason.text} ×5)" in err
+    assert (
+        f"likely cause: policy.init_std=1e-30 makes the meta-gradient {effect}; raise "
+        "policy.init_std;" in err
+    )
+    assert err.endswith(f"the checkpoint in {run_dir} holds θ as of iteration 0")
+
+
+def test_a_zero_meta_gradient_is_rejected_and_named() -> None:
+    calls: list[object] = []
+    result, theta = _region(
+        torch.ones(3), lambda p: calls.append(p) or (0.0, 0.0), grad=torch.zeros(3)
+    )
+    assert result.rejected == StepRejection.ZERO_GRADIENT and result.rejected.abnormal
+    assert calls == [] and torch.equal(theta, torch.ones(3))  # nothing tried, θ unchanged
+    assert not StepRejection.NO_IMPROVEMENT.abnormal
     healthy = load_config(None, [])
-    assert "init_std" not in likely_cause(StepRejection.GRADIENT, healthy)
+    assert likely_cause(StepRejection.ZERO_GRADIENT, healthy).startswith(
+        "every episode of a task scores alike"
+    )
 
 
 def test_diverged_run_resumes_bit_identically(
