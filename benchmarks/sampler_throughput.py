@@ -240,27 +240,6 @@ def summary(times: list[float], steps: list[int]) -> dict[str, float]:
     }
 
 
-def time_sampler(
-    env_id: str,
-    tasks: int,
-    episodes: int,
-    horizon: int,
-    backend: str,
-    workers: int,
-    threads: int | None,
-    repeats: int,
-    activation: str = "tanh",
-) -> dict[str, float]:
-    """Seconds of a whole sample call (median and best of ``repeats``, after a warm-up
-    call) and env steps per second (from the median)."""
-    timer = SamplerTimer(env_id, tasks, episodes, horizon, backend, workers, threads, activation)
-    try:
-        calls = [timer.time(seed=r + 1) for r in range(repeats)]
-    finally:
-        timer.close()
-    return summary([t for t, _ in calls], [s for _, s in calls])
-
-
 def measure_family(
     name: str, env_id: str, size: tuple[int, int, int], cores: int, repeats: int
 ) -> dict[str, Any]:
@@ -372,7 +351,12 @@ def main() -> None:
     }
 
     print("Navigation2D: 20 tasks × 20 episodes × 100 steps, sync")
-    r = time_sampler(NAV, 20, 20, 100, "sync", 1, None, max(repeats, 5), activation="relu")
+    timer = SamplerTimer(NAV, 20, 20, 100, "sync", 1, None, activation="relu")
+    try:
+        calls = [timer.time(seed=r + 1) for r in range(max(repeats, 5))]
+    finally:
+        timer.close()
+    r = summary([t for t, _ in calls], [s for _, s in calls])
     result["navigation2d"] = {"sync_sample_ms": 1e3 * r["seconds"], **r}
     print(f"  {1e3 * r['seconds']:.1f} ms per sample (target ≤ 50 ms)")
     print(json.dumps(result))
