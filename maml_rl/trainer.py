@@ -180,9 +180,10 @@ def likely_cause(reason: StepRejection, config: Config, *, after_a_step: bool = 
         )
     if zero:
         return (
-            "every episode of a task scores alike (a constant reward, or every episode "
-            f"ends at once), so there is nothing to learn from; check {config.env.id}'s "
-            "reward and env.max_episode_steps"
+            "within every task the episodes scored alike (a constant reward, a sparse one "
+            "no episode reached, or episodes that all end at once), so there is nothing to "
+            f"learn from; check {config.env.id}'s reward, or raise max_rejected_iterations "
+            "to keep sampling"
         )
     if reason == StepRejection.DIRECTION:
         return (

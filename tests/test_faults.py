@@ -194,7 +194,7 @@ def test_a_zero_meta_gradient_is_rejected_and_named() -> None:
     assert not StepRejection.NO_IMPROVEMENT.abnormal
     healthy = load_config(None, [])
     assert likely_cause(StepRejection.ZERO_GRADIENT, healthy).startswith(
-        "every episode of a task scores alike"
+        "within every task the episodes scored alike"
     )
 
 
