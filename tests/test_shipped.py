@@ -9,6 +9,9 @@ the table's numbers with the full settings).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,26 @@ def test_a_shipped_policy_adapts(path: Path) -> None:
     )
     mean = result["runs"][0]["curve"]["mean"]
     assert len(mean) == 2 and mean[1] > mean[0], mean
+
+
+@pytest.mark.slow
+def test_the_shipped_halfcheetah_vel_policy_adapts_its_speed_towards_the_target() -> None:
+    """``benchmarks/velocity_probe.py``: one inner step slows the trained cheetah down for
+    a slow target and speeds it up for a fast one (before adaptation it runs at one
+    speed whatever the target)."""
+    script = CHECKPOINTS.parents[1] / "velocity_probe.py"
+    checkpoint = CHECKPOINTS / "halfcheetah_vel.pt"
+    done = subprocess.run(
+        [sys.executable, str(script), str(checkpoint), "--targets", "0.3,1.8"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    table = json.loads(done.stdout.splitlines()[-1])["velocity_and_length_by_target"]
+    (slow_before, _), (slow_after, _) = table["0.3"]
+    (fast_before, _), (fast_after, _) = table["1.8"]
+    assert slow_before == fast_before  # θ, same seeds: the target is unobserved
+    assert slow_after < slow_before < fast_after, table
+    assert abs(slow_after - 0.3) < abs(slow_before - 0.3)
+    assert abs(fast_after - 1.8) < abs(fast_before - 1.8)
