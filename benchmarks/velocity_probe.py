@@ -16,6 +16,7 @@ each target; one that cannot reach a target stays where it was. The last line is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Mapping
 
@@ -23,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from maml_rl.evaluation import adapt, default_fast_lr_schedule, load_run
+from maml_rl.evaluation import adapt, default_fast_lr_schedule, load_run, step_learning_rates
 from maml_rl.samplers import make_sampler
 from maml_rl.tasks import family_class
 
@@ -73,14 +74,14 @@ def main() -> None:
     config = run.config
     env_id, horizon = config.env.id, config.env.max_episode_steps
     family = family_class(env_id)
-    if "velocity" not in getattr(family.task_cls, "__dataclass_fields__", {}):
+    if "velocity" not in {f.name for f in dataclasses.fields(family.task_cls)}:
         parser.error(f"{env_id}'s tasks have no target velocity")
     policy = run.policy()
     targets = [float(v) for v in args.targets.split(",")]
     tasks = [family.task_cls(velocity=v) for v in targets]  # type: ignore[call-arg]
     episodes = args.episodes or config.maml.fast_batch_size
     schedule = config.eval.fast_lr_schedule or default_fast_lr_schedule(config.maml.fast_lr)
-    fast_lrs = [float(schedule[min(k, len(schedule) - 1)]) for k in range(args.adapt_steps)]
+    fast_lrs = step_learning_rates(schedule, args.adapt_steps)
 
     params = {k: v.detach() for k, v in policy.named_parameters()}
     table: dict[str, list[list[float]]] = {str(v): [] for v in targets}
