@@ -140,6 +140,81 @@ def test_same_seed_same_numbers(tiny_run: Path, all_baselines: dict[str, Any]) -
     assert other["tasks"] != all_baselines["tasks"]
 
 
+# -- interrupted pretraining -------------------------------------------------------------
+
+
+PRETRAINING = dict(num_tasks=2, adapt_steps=1, baselines=("pretrained", "oracle"))
+
+
+def count_trpo_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch MultiTaskTRPO.step to count its calls (the pretrainings' iterations)."""
+    calls: list[int] = []
+    original_step = MultiTaskTRPO.step
+
+    def counting_step(self: MultiTaskTRPO, batch: Any) -> dict[str, float]:
+        calls.append(1)
+        return original_step(self, batch)
+
+    monkeypatch.setattr(MultiTaskTRPO, "step", counting_step)
+    return calls
+
+
+def test_an_interrupted_pretraining_continues_bit_for_bit(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pretraining stopped after 2 of 4 iterations (its saved state is what an
+    interruption leaves) trains the 2 left and ends exactly where an uninterrupted
+    one does."""
+    whole = evaluate([tiny_run], quick_eval(**PRETRAINING, pretrain_iterations=4), tmp_path / "a")
+    stopped = tmp_path / "b"
+    evaluate([tiny_run], quick_eval(**PRETRAINING, pretrain_iterations=2), stopped)
+    for name in ("pretrained", "oracle"):
+        state = torch.load(stopped / "baselines" / f"{name}.pt", weights_only=True)
+        assert state["iteration"] == 2
+    calls = count_trpo_steps(monkeypatch)
+    resumed = evaluate([tiny_run], quick_eval(**PRETRAINING, pretrain_iterations=4), stopped)
+    assert len(calls) == 2 * 2  # two iterations each of pretrained and oracle
+    assert resumed["baselines"] == whole["baselines"]
+    for name in ("pretrained", "oracle"):
+        state = torch.load(stopped / "baselines" / f"{name}.pt", weights_only=True)
+        assert state["iteration"] == 4
+        assert state["env_steps"] == whole["baselines"][name]["train_env_steps"]
+
+
+def test_a_finished_pretraining_is_reused_and_other_settings_retrain(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = quick_eval(**PRETRAINING, pretrain_iterations=2)
+    first = evaluate([tiny_run], settings, tmp_path)
+    calls = count_trpo_steps(monkeypatch)
+    again = evaluate([tiny_run], settings, tmp_path)
+    assert calls == [] and again["baselines"] == first["baselines"]
+    # Another evaluation seed is another training: the saved states do not fit it.
+    other = evaluate([tiny_run], quick_eval(**PRETRAINING, pretrain_iterations=2, seed=1), tmp_path)
+    assert len(calls) == 2 * 2
+    assert other["baselines"]["pretrained"] != first["baselines"]["pretrained"]
+    # Fewer iterations than were saved cannot continue from the state either.
+    calls.clear()
+    evaluate([tiny_run], quick_eval(**PRETRAINING, pretrain_iterations=1, seed=1), tmp_path)
+    assert len(calls) == 2
+    # A torn state file is retrained over, not an error.
+    (tmp_path / "baselines" / "pretrained.pt").write_bytes(b"torn")
+    calls.clear()
+    evaluate([tiny_run], quick_eval(num_tasks=2, adapt_steps=1, baselines=("pretrained",),
+                                    pretrain_iterations=1, seed=1), tmp_path)  # fmt: skip
+    assert len(calls) == 1
+    state = torch.load(tmp_path / "baselines" / "pretrained.pt", weights_only=True)
+    assert state["iteration"] == 1
+
+
+def test_an_evaluation_without_an_output_folder_saves_no_state(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    evaluate([tiny_run], quick_eval(**PRETRAINING, pretrain_iterations=1), out="")
+    assert not list(tmp_path.rglob("*.pt"))
+
+
 # -- the oracle family ---------------------------------------------------------------------
 
 

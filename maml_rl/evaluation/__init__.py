@@ -203,7 +203,7 @@ def evaluate(
             episodes=episodes, fast_lrs=step_learning_rates(schedule, settings.adapt_steps),
             sampler_seeds=sampler_seeds(settings.seed, settings.adapt_steps),
             pretrain_iterations=pretrain_iters, horizon=horizon(first, env_id),
-            samplers=samplers,
+            samplers=samplers, state_dir=out_dir / "baselines" if out_dir is not None else None,
         )  # fmt: skip
         videos = settings.video_tasks > 0 and out_dir is not None
         for run, label in zip(loaded, labels, strict=True):

@@ -25,6 +25,15 @@ each step samples it afresh with its trained parameters (its ``fast_lr`` entries
 ``multiplier · K · E · horizon`` env steps (the nominal budget of the adaptation) and
 is scored on ``E`` episodes with stochastic actions, as the other methods are.
 
+**Interruptions.** When the evaluation writes an output folder, the two TRPO trainings
+save their state to ``<out>/baselines/<name>.pt`` every few iterations and when they
+finish (the policy, the iterations done and the settings it was trained with). An
+evaluation started again with the same settings continues a training from there —
+bit for bit as if it had not stopped: the learner keeps no state between iterations and
+every iteration's tasks and seeds are derived from its index — and reuses a finished
+one without retraining (also with ``--pretrain-iterations`` raised: it trains on from
+where it stopped). A state saved with other settings is ignored and overwritten.
+
 **Adding a baseline** is registering one runner, ``runner(ctx) -> entry``, with
 :func:`register_baseline`. ``ctx`` (:class:`EvalContext`) holds what every method of
 the evaluation shares: the tasks, step sizes, sampler seeds and samplers;
@@ -39,11 +48,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from maml_rl.agents.multitask_trpo import MultiTaskTRPO
 from maml_rl.agents.policies import Policy
@@ -93,6 +106,8 @@ class EvalContext:
         pretrain_iterations: TRPO iterations of the baselines that pretrain.
         horizon: the episode length.
         samplers: the samplers, shared by all methods.
+        state_dir: where the pretraining baselines save their training state (None:
+            nowhere; the evaluation writes no output folder).
     """
 
     settings: EvalSettings
@@ -105,6 +120,7 @@ class EvalContext:
     pretrain_iterations: int
     horizon: int
     samplers: EvalSamplers
+    state_dir: Path | None = None
 
     def curve(
         self,
@@ -226,9 +242,79 @@ def _fresh_policy(config: Config, seed: int, env_id: str | None = None) -> Polic
     return build_policy(config.replace(overrides))
 
 
-def _pretrain(ctx: EvalContext, env_id: str, stream: int, desc: str) -> tuple[Policy, int]:
+#: The pretraining baselines save their state every this many iterations (and at the end).
+PRETRAIN_SAVE_EVERY = 5
+
+
+def _pretrain_key(ctx: EvalContext, env_id: str, stream: int) -> dict[str, Any]:
+    """Everything a pretraining's iterations depend on except how many there are: a saved
+    state with the same key is the same training, stopped earlier."""
+    config = ctx.config.to_dict()
+    trpo = config["trpo"]
+    return {
+        "env_id": env_id,
+        "eval_seed": ctx.settings.seed,
+        "stream": stream,
+        "seed": config["seed"],
+        "env": config["env"],
+        "policy": config["policy"],
+        "maml": {
+            k: config["maml"][k]
+            for k in (
+                "gamma",
+                "gae_lambda",
+                "meta_batch_size",
+                "fast_batch_size",
+                "num_adapt_steps",
+            )
+        },
+        "trpo": {
+            k: trpo[k]
+            for k in ("max_kl", "cg_iters", "cg_damping", "ls_max_steps", "ls_backtrack_ratio")
+        },
+    }
+
+
+def _load_pretrain_state(
+    path: Path, key: dict[str, Any], policy: Policy, iterations: int
+) -> tuple[int, int]:
+    """Restore ``policy`` from a saved pretraining state with the same ``key`` and at most
+    ``iterations`` iterations; returns (iterations done, env steps), (0, 0) if none fits."""
+    if not path.is_file():
+        return 0, 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a torn or foreign file: train from scratch and overwrite it
+        return 0, 0
+    done = int(state.get("iteration", 0))
+    if state.get("key") != key or not 0 < done <= iterations:
+        return 0, 0
+    policy.load_state_dict(state["policy"])
+    return done, int(state["env_steps"])
+
+
+def _save_pretrain_state(
+    path: Path, key: dict[str, Any], policy: Policy, iteration: int, env_steps: int
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    state = {
+        "key": key,
+        "iteration": iteration,
+        "env_steps": env_steps,
+        "policy": policy.state_dict(),
+    }
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # never a half-written state
+
+
+def _pretrain(
+    ctx: EvalContext, env_id: str, stream: int, desc: str, name: str
+) -> tuple[Policy, int]:
     """Train one policy by plain TRPO on the run's training tasks, seeded by the
-    evaluation stream ``stream``; returns it and the env steps it used."""
+    evaluation stream ``stream``; returns it and the env steps it used. With
+    ``ctx.state_dir`` the training saves its state to ``<state_dir>/<name>.pt`` and
+    continues from a matching saved one."""
     config, seed = ctx.config, ctx.settings.seed
     policy = _fresh_policy(config, seed_int(eval_seed_sequence(seed, stream)), env_id)
     t = config.trpo
@@ -237,17 +323,29 @@ def _pretrain(ctx: EvalContext, env_id: str, stream: int, desc: str) -> tuple[Po
         cg_iters=t.cg_iters, cg_damping=t.cg_damping, ls_max_steps=t.ls_max_steps,
         ls_backtrack_ratio=t.ls_backtrack_ratio,
     )  # fmt: skip
-    env_steps = 0
-    sampler = ctx.samplers.get(config, policy, env_id)
     iterations = ctx.pretrain_iterations
+    path = ctx.state_dir / f"{name}.pt" if ctx.state_dir is not None else None
+    key = _pretrain_key(ctx, env_id, stream)
+    start, env_steps = 0, 0
+    if path is not None:
+        start, env_steps = _load_pretrain_state(path, key, policy, iterations)
+    if start and ctx.settings.progress:
+        print(f"{desc}: continuing from {path} at iteration {start}/{iterations}", file=sys.stderr)
+    sampler = ctx.samplers.get(config, policy, env_id) if start < iterations else None
     with Progress(ctx.settings.progress, iterations, desc) as bar:
+        bar.update(start)
         for i, tasks in enumerate(training_task_batches(config, iterations)):
+            if i < start or sampler is None:
+                continue
             roll_seed = seed_int(eval_seed_sequence(seed, stream, i))
             params = {k: v.detach() for k, v in policy.named_parameters()}
             batch = sampler.sample(tasks, params, config.maml.fast_batch_size, roll_seed)
             learner.step(batch)
             env_steps += batch.env_steps
             bar.update()
+            done = i + 1
+            if path is not None and (done % PRETRAIN_SAVE_EVERY == 0 or done == iterations):
+                _save_pretrain_state(path, key, policy, done, env_steps)
     return policy, env_steps
 
 
@@ -262,7 +360,7 @@ def random_baseline(ctx: EvalContext) -> CurveBaselineEntry:
 @register_baseline("pretrained", pretrains=True)
 def pretrained_baseline(ctx: EvalContext) -> TrainedBaselineEntry:
     """Plain TRPO on the training tasks, then adapted like the runs."""
-    policy, steps = _pretrain(ctx, ctx.env_id, PRETRAINED_STREAM, "pretrain (TRPO)")
+    policy, steps = _pretrain(ctx, ctx.env_id, PRETRAINED_STREAM, "pretrain (TRPO)", "pretrained")
     curve = ctx.curve(policy, "baseline pretrained")
     return {
         "curve": curve.to_dict(),
@@ -278,7 +376,7 @@ def oracle_baseline(ctx: EvalContext) -> OracleEntry:
     from maml_rl.envs.oracle import oracle_env_id
 
     oracle_id = oracle_env_id(ctx.env_id)
-    policy, steps = _pretrain(ctx, oracle_id, ORACLE_STREAM, "train oracle (TRPO)")
+    policy, steps = _pretrain(ctx, oracle_id, ORACLE_STREAM, "train oracle (TRPO)", "oracle")
     # Not adapted: it sees the task (the MAML paper draws it as a flat line), and
     # policy-gradient steps on its near-deterministic policy only do harm.
     curve = ctx.curve(policy, "baseline oracle", env_id=oracle_id, adapted=False)

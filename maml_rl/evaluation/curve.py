@@ -162,9 +162,9 @@ class Progress:
 
             self._bar = tqdm(total=total, desc=desc, unit="step", leave=True, dynamic_ncols=True)
 
-    def update(self) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None and n:
+            self._bar.update(n)
 
     def close(self) -> None:
         if self._bar is not None:
