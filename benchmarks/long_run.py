@@ -2,6 +2,7 @@
 
     python benchmarks/long_run.py run configs/halfcheetah_vel_trpo.yaml [more presets ...] \
         [--root runs/long] [--workers 2] [KEY=VALUE ...]
+    python benchmarks/long_run.py run PRESET ... --evaluate "--adapt-steps 3 --baselines random"
     python benchmarks/long_run.py status [--root runs/long]
 
 ``run`` works through the presets one after another. Each preset has one run folder,
@@ -15,6 +16,12 @@ apply when a run starts; on resume only the resumable keys (``num_batches``,
 ``checkpoint_every`` defaults to 5 here, so an interruption loses at most a few
 iterations.
 
+With ``--evaluate ARGS`` each finished run is then evaluated before the next preset
+starts: ``benchmarks/evaluation.py <run> ARGS``, writing ``<run>/eval-paper/``. An
+evaluation whose ``eval.json`` is newer than the run's checkpoint is done and skipped; an
+interrupted one starts again, and its baselines' trainings continue from their saved
+state (``<run>/eval-paper/baselines/``).
+
 ``status`` prints, per run folder under ``root``: iterations done of the budget, env steps,
 seconds per iteration (median of the last 10), the ETA of what is left at that pace, and
 the mean pre/post-adaptation return of the last 10 iterations. The last line is JSON.
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import statistics
 import subprocess
@@ -161,7 +169,29 @@ def train_command(
     return cmd
 
 
-def cmd_run(presets: list[Path], root: Path, overrides: list[str], workers: int | None) -> int:
+def evaluation_done(run_dir: Path) -> bool:
+    """Whether ``run_dir`` has an ``eval-paper/eval.json`` written after its checkpoint."""
+    result, checkpoint = run_dir / "eval-paper" / "eval.json", run_dir / "checkpoint.pt"
+    return (
+        result.is_file()
+        and checkpoint.is_file()
+        and result.stat().st_mtime >= checkpoint.stat().st_mtime
+    )
+
+
+def evaluate_command(run_dir: Path, evaluate: str) -> list[str]:
+    """The ``benchmarks/evaluation.py`` command that evaluates ``run_dir``."""
+    script = Path(__file__).with_name("evaluation.py")
+    return [sys.executable, str(script), str(run_dir), *shlex.split(evaluate)]
+
+
+def cmd_run(
+    presets: list[Path],
+    root: Path,
+    overrides: list[str],
+    workers: int | None,
+    evaluate: str | None = None,
+) -> int:
     stop = {"requested": False}
     child: dict[str, subprocess.Popen[bytes] | None] = {"proc": None}
 
@@ -183,17 +213,28 @@ def cmd_run(presets: list[Path], root: Path, overrides: list[str], workers: int 
             break
         total = target_iterations(run_dir, overrides)
         done = checkpoint_iteration(run_dir)
-        if total is not None and done is not None and done >= total:
+        trained = total is not None and done is not None and done >= total
+        if trained:
             print(f"long_run: {run_dir} finished ({done}/{total}); skipped", flush=True)
-            continue
-        cmd = train_command(preset, run_dir, overrides, workers)
-        print(f"long_run: {' '.join(cmd[2:])}", flush=True)
-        child["proc"] = proc = subprocess.Popen(cmd)
-        rc = proc.wait()
-        child["proc"] = None
-        if rc != 0:
-            print(f"long_run: {run_dir} stopped (exit {rc}); run the same command to continue")
-            return rc
+        for step in ("train", "evaluate"):
+            if (step == "train" and trained) or (step == "evaluate" and evaluate is None):
+                continue
+            if step == "evaluate" and evaluation_done(run_dir):
+                print(f"long_run: {run_dir}/eval-paper is up to date; skipped", flush=True)
+                continue
+            if stop["requested"]:
+                return 0
+            if step == "train":
+                cmd = train_command(preset, run_dir, overrides, workers)
+            else:
+                cmd = evaluate_command(run_dir, evaluate or "")
+            print(f"long_run: {' '.join(cmd[1:])}", flush=True)
+            child["proc"] = proc = subprocess.Popen(cmd)
+            rc = proc.wait()
+            child["proc"] = None
+            if rc != 0:
+                print(f"long_run: {run_dir} stopped (exit {rc}); run the same command to continue")
+                return rc
     return 0
 
 
@@ -204,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("presets", nargs="+", help="YAML presets, or KEY=VALUE overrides")
     run.add_argument("--root", default="runs/long", type=Path)
     run.add_argument("--workers", type=int, default=None, help="sampler.num_workers")
+    run.add_argument(
+        "--evaluate",
+        metavar="ARGS",
+        default=None,
+        help="evaluate each finished run: benchmarks/evaluation.py RUN ARGS (quoted)",
+    )
     status = sub.add_parser("status", help="where each run under --root stands")
     status.add_argument("--root", default="runs/long", type=Path)
     # Presets and overrides may stand on both sides of the options.
@@ -216,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     words = [*args.presets, *extra]
     presets = [Path(p) for p in words if "=" not in p]
     overrides = [p for p in words if "=" in p]
-    return cmd_run(presets, args.root, overrides, args.workers)
+    return cmd_run(presets, args.root, overrides, args.workers, args.evaluate)
 
 
 if __name__ == "__main__":

@@ -104,3 +104,30 @@ def test_the_overrides_passed_on_resume_are_the_trainers_resumable_keys() -> Non
         for k in RESUMABLE_KEYS
         if k not in ("logdir", "run_name", "video_every", "video_tasks")
     } | set(_RESUMABLE_PREFIXES) <= passed
+
+
+@pytest.mark.slow
+def test_each_finished_run_is_evaluated_once(preset: Path, tmp_path: Path) -> None:
+    """``--evaluate``: the run trains to its budget, then its evaluation writes
+    ``eval-paper/``; started again, neither is redone; a longer budget redoes both."""
+    root = tmp_path / "runs"
+    run_dir = root / "tiny_nav"
+    evaluation = "--num-tasks 2 --adapt-steps 1 --episodes-per-step 2 --no-progress"
+    args = ["run", str(preset), "--root", str(root), *TINY, "--evaluate", evaluation]
+
+    first = long_run(*args)
+    assert first.returncode == 0, first.stderr
+    result = run_dir / "eval-paper" / "eval.json"
+    evaluated = json.loads(result.read_text(encoding="utf-8"))
+    assert evaluated["runs"][0]["iteration"] == 2
+    assert evaluated["settings"]["num_tasks"] == 2
+    stamp = result.stat().st_mtime_ns
+
+    again = long_run(*args)
+    assert again.returncode == 0, again.stderr
+    assert "eval-paper is up to date; skipped" in again.stdout
+    assert result.stat().st_mtime_ns == stamp
+
+    longer = long_run(*args, "num_batches=3")
+    assert longer.returncode == 0, longer.stderr
+    assert json.loads(result.read_text(encoding="utf-8"))["runs"][0]["iteration"] == 3
