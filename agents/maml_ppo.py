@@ -282,6 +282,12 @@ class MAMLPPO(InnerLoop):
             if not math.isfinite(norm):
                 rejected = StepRejection.GRADIENT
                 break
+            if epoch == 0 and norm == 0.0:
+                # At θ itself the clipped surrogate is unclipped: a zero gradient there
+                # means no task's episodes told anything apart (later epochs may see
+                # zero gradients where every ratio is clipped, which is PPO working).
+                rejected = StepRejection.ZERO_GRADIENT
+                break
             grad_norms.append(norm)
             self.optimizer.step()
             if not all_finite(params):

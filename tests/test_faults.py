@@ -160,14 +160,16 @@ def test_divergence_rejects_every_step_then_stops_with_the_cause(
         assert state["agent"]["optimizer"]["state"] == {}
 
 
+@pytest.mark.parametrize("agent", ["maml_trpo", "maml_ppo"])
 def test_a_tiny_initial_std_stops_the_run_and_is_named_as_the_cause(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    agent: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Whether σ = 1e-30 makes the meta-gradient overflow or vanish depends on the CPU's
     # float path (inf on the Intel machine of earlier CI runs; exactly 0 on an AMD EPYC,
     # where a − μ rounds to 0): either way the run stops after 5 iterations, naming σ.
     rc, _, err = one_line(
-        capsys, ["train", *DIVERGE, "policy.init_std=1e-30", f"logdir={tmp_path}"]
+        capsys,
+        ["train", *DIVERGE, f"agent={agent}", "policy.init_std=1e-30", f"logdir={tmp_path}"],
     )
     assert rc == 1
     (run_dir,) = tmp_path.iterdir()
