@@ -23,6 +23,11 @@ moved the ratio by ±0.04 between runs.
 
 Env steps per second count the steps episodes actually played (an Ant that falls
 stops early). Target: the ``sync`` sampler on all cores ≥ 0.9 × the batch limit.
+For the ``sync`` setting the time of each call is also split into the seconds inside the
+simulator and outside it, and the simulator's closed-loop pace is compared with the
+open-loop limit's (``simulator_pace_vs_batch``: the limit's seconds for the same env steps
+over the seconds in the simulator): the ratio to the limit is that pace times the share of
+the call spent in the simulator.
 
 For a random-dynamics family (``halfcheetah_rand_params``: every simulation has its
 own masses, inertias, damping and friction) both limits are also measured with those
@@ -230,6 +235,42 @@ class SamplerTimer:
         self.sampler.close()
 
 
+class SimulatorClock:
+    """Seconds spent inside the simulator (``NativeBatch`` calls) by samplers that run in
+    this process (``sync``), while active: how a sample call's time splits between the
+    physics and everything else."""
+
+    METHODS = ("step", "forward", "reset", "rne_post_constraint")
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._saved: dict[str, Any] = {}
+
+    def __enter__(self) -> SimulatorClock:
+        from maml_rl.envs.mjbatch import NativeBatch
+
+        for name in self.METHODS:
+            method = self._saved[name] = getattr(NativeBatch, name)
+            setattr(NativeBatch, name, self._timed(method))
+        return self
+
+    def _timed(self, method: Any) -> Any:
+        def timed(batch: Any, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return method(batch, *args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return timed
+
+    def __exit__(self, *exc: object) -> None:
+        from maml_rl.envs.mjbatch import NativeBatch
+
+        for name, method in self._saved.items():
+            setattr(NativeBatch, name, method)
+
+
 def summary(times: list[float], steps: list[int]) -> dict[str, float]:
     """Median and best seconds of the calls, median env steps and steps per second."""
     return {
@@ -262,12 +303,18 @@ def measure_family(
     }
     limits: list[float] = []
     calls: dict[str, list[tuple[float, int]]] = {key: [] for key in timers}
+    in_simulator: list[float] = []  # the sync calls' seconds inside the simulator
     try:
         for r in range(repeats):
             if native:
                 limits.append(batch_limit(env_id, sims, horizon, cores))
             for key, timer in timers.items():
-                calls[key].append(timer.time(seed=r + 1))
+                if key.startswith("sync") and native:
+                    with SimulatorClock() as clock:
+                        calls[key].append(timer.time(seed=r + 1))
+                    in_simulator.append(clock.seconds)
+                else:
+                    calls[key].append(timer.time(seed=r + 1))
     finally:
         for timer in timers.values():
             timer.close()
@@ -293,6 +340,21 @@ def measure_family(
             f"  {key:>16}: {r['steps_per_s']:>9,.0f} steps/s ({r['seconds']:.2f} s per sample; "
             f"{ratios})"
         )
+        if key.startswith("sync") and in_simulator:
+            # The physics' own pace in the closed loop against the open-loop limit's
+            # (the limit's seconds for the same env steps over the seconds in the
+            # simulator), and the seconds outside it: the ratio is their product.
+            rounds = list(zip(calls[key], limits, in_simulator, strict=True))
+            r["simulator_s"] = statistics.median(sim for _, _, sim in rounds)
+            r["outside_simulator_s"] = statistics.median(t - sim for (t, _), _, sim in rounds)
+            r["simulator_pace_vs_batch"] = statistics.median(
+                s / limit / sim for (_, s), limit, sim in rounds
+            )
+            print(
+                f"  {'':>16}  in the simulator {r['simulator_s']:.2f} s "
+                f"({r['simulator_pace_vs_batch']:.2f} × the limit's pace), "
+                f"outside it {r['outside_simulator_s']:.2f} s"
+            )
     if family_class(env_id).rand_params:
         # The same limits with every simulation on its own model (random dynamics).
         out["per_sim_models"] = {}
