@@ -526,7 +526,11 @@ class BatchedMujocoEnv(BatchedTaskEnv):
         self._model_rows: dict[str, np.ndarray] = {}
         if stepper == "native":
             threads = available_cores() if num_threads is None else num_threads
-            self._batch = batch = NativeBatch(m, k, min(threads, k))
+            # Contact forces are computed on each step's own MjData (persistent); without
+            # them a batch that keeps one MjData per thread steps faster (mjbatch).
+            self._batch = batch = NativeBatch(
+                m, k, min(threads, k), persistent=family.uses_contact_forces
+            )
             self.num_threads = batch.nthread
             self._qpos, self._qvel, self._ctrl_rows = batch.qpos, batch.qvel, batch.ctrl
             if family.position_from_xpos:

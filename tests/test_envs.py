@@ -21,7 +21,7 @@ from maml_rl.envs import (
     HalfCheetahVelEnv,
 )
 from maml_rl.envs.locomotion import mujoco_warnings_to_python, sum_squares
-from maml_rl.envs.mjbatch import native_batch_available
+from maml_rl.envs.mjbatch import NativeBatch, native_batch_available
 from maml_rl.tasks import family_class, family_ids, make_family, unwrap_family
 
 MUJOCO_IDS = [
@@ -316,6 +316,40 @@ def test_batched_env_terminates_early_like_single_envs(env_id: str, make_kwargs:
         **make_kwargs,
     )
     assert early >= 1  # the comparison covered early terminations
+
+
+@needs_native
+def test_a_batch_steps_alike_with_one_mjdata_per_thread_or_per_simulation() -> None:
+    """The non-persistent batch (one MjData per thread, the faster) steps bit for bit as
+    the persistent one, also across resets of some simulations; only functions run on a
+    step's own MjData need persistence, and a non-persistent batch refuses them."""
+    model = HalfCheetahVelEnv().model
+    rng = np.random.default_rng(4)
+    batches = [NativeBatch(model, 6, 2, persistent=p) for p in (True, False)]
+    start = rng.uniform(-0.3, 0.3, size=(6, model.nq))
+    controls = rng.uniform(-1.5, 1.5, size=(60, 6, model.nu))
+    for b in batches:
+        b.reset()
+        b.qpos[:] = start
+        b.forward()
+        for t, ctrl in enumerate(controls):
+            b.ctrl[:] = ctrl
+            b.step(None if t % 3 else np.array([0, 2, 5]), nstep=5)
+            if t == 30:
+                b.reset(np.array([1, 4]))
+                b.forward(np.array([1, 4]))
+    persistent, per_thread = batches
+    assert np.array_equal(persistent.state, per_thread.state)
+    assert (persistent.persistent, per_thread.persistent) == (True, False)
+    with pytest.raises(RuntimeError, match="persistent=True"):
+        per_thread.rne_post_constraint()
+    for b in batches:
+        b.close()
+    # The families pick: Ant reads contact forces (persistent), HalfCheetah does not.
+    for cls, persistent_batch in ((AntVelEnv, True), (HalfCheetahVelEnv, False)):
+        env = cls.make_batched(2, stepper="native")
+        assert env._batch is not None and env._batch.persistent is persistent_batch
+        env.close()
 
 
 @needs_native
