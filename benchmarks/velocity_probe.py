@@ -24,7 +24,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from maml_rl.evaluation import adapt, default_fast_lr_schedule, load_run, step_learning_rates
+from maml_rl.evaluation import (
+    adapt,
+    default_fast_lr_schedule,
+    load_run,
+    parse_fast_lr_schedule,
+    step_learning_rates,
+)
 from maml_rl.samplers import make_sampler
 from maml_rl.tasks import family_class
 
@@ -67,6 +73,11 @@ def main() -> None:
     parser.add_argument("--adapt-steps", type=int, default=1)
     parser.add_argument("--episodes", type=int, default=None, help="default: fast_batch_size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fast-lr-schedule",
+        default=None,
+        help="step sizes, comma-separated (default: the run's, as the evaluation's)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -80,7 +91,11 @@ def main() -> None:
     targets = [float(v) for v in args.targets.split(",")]
     tasks = [family.task_cls(velocity=v) for v in targets]  # type: ignore[call-arg]
     episodes = args.episodes or config.maml.fast_batch_size
-    schedule = config.eval.fast_lr_schedule or default_fast_lr_schedule(config.maml.fast_lr)
+    schedule = (
+        parse_fast_lr_schedule(args.fast_lr_schedule)
+        if args.fast_lr_schedule
+        else config.eval.fast_lr_schedule or default_fast_lr_schedule(config.maml.fast_lr)
+    )
     fast_lrs = step_learning_rates(schedule, args.adapt_steps)
 
     params = {k: v.detach() for k, v in policy.named_parameters()}
