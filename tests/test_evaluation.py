@@ -68,6 +68,14 @@ def test_eval_json_schema_and_values(tiny_run: Path, maml_eval: tuple[dict, Path
         assert curve["ci95"][k] == pytest.approx(half, rel=1e-12)
         assert curve["ci_low"][k] == pytest.approx(mean - half, rel=1e-12)
         assert len(curve["per_task_ci95"][k]) == 3
+        # The paired gain: its mean is the difference of the means (linearity), its
+        # interval the t-interval of the per-task differences, none at step 0.
+        assert curve["gain"][k] == pytest.approx(curve["mean"][k] - curve["mean"][0], abs=1e-9)
+        _, paired_half = mean_confidence_interval(per_task[k] - per_task[0])
+        if k == 0:
+            assert curve["gain"][0] == 0.0 and curve["gain_ci95"][0] is None
+        else:
+            assert curve["gain_ci95"][k] == pytest.approx(paired_half, rel=1e-12)
     # Cumulative steps of E episodes per step and task: each step adds at most E full
     # episodes, and fewer only when some reached the goal (Navigation2D ends there).
     steps = np.diff(curve["env_steps_per_task"], prepend=0.0)
@@ -77,7 +85,10 @@ def test_eval_json_schema_and_values(tiny_run: Path, maml_eval: tuple[dict, Path
 
     png = (out / "adaptation.png").read_bytes()
     assert png.startswith(b"\x89PNG")
-    assert "| tiny |" in format_summary(data)
+    summary = format_summary(data)
+    assert "| tiny |" in summary
+    gain_row = next(line for line in summary.splitlines() if "gain over step 0" in line)
+    assert f"{curve['gain'][2]:+.2f} ± {curve['gain_ci95'][2]:.2f}" in gain_row
 
 
 def test_tensorboard_scalars(tiny_run: Path, maml_eval: tuple[dict, Path]) -> None:

@@ -68,6 +68,13 @@ class Curve:
             "per_task_mean": task_means.tolist(),
             "per_task_ci95": per_task_ci,
         }
+        if k1 > 1:
+            # Paired over the tasks: step k minus step 0 on the same task and seeds. The
+            # tasks differ far more from each other than adaptation changes any one of
+            # them, so this interval is the one that says whether the steps help.
+            gains = [mean_confidence_interval(m - task_means[0], confidence) for m in task_means]
+            entry["gain"] = [g for g, _ in gains]
+            entry["gain_ci95"] = [None, *(h for _, h in gains[1:])]
         if self.success is not None:
             entry["success"] = _success_entry(self.success, confidence)
         return entry

@@ -31,7 +31,8 @@ environment steps).
     CURVE = {"step": [0..K], "fast_lr": [null, lr_1, …, lr_K],
              "mean": [K+1], "ci95": [K+1], "ci_low": [K+1], "ci_high": [K+1],
              "env_steps_per_task": [K+1],      # cumulative, episodes actually played
-             "per_task_mean": [[N] × (K+1)], "per_task_ci95": [[N] × (K+1)]}
+             "per_task_mean": [[N] × (K+1)], "per_task_ci95": [[N] × (K+1)],
+             "gain": [K+1], "gain_ci95": [K+1]}   # with K ≥ 1; absent in older files
 
     VIDEOS = {"tasks": [indices into "tasks"], "files": [paths relative to out],
               "returns": [[K+1] per video task], "tensorboard_tags": [...]}
@@ -39,7 +40,10 @@ environment steps).
 
 ``mean`` is the mean over tasks of each task's mean episode return, ``ci95`` the
 half-width of its 95 % t-interval over the ``N`` tasks (``null`` when undefined);
-``per_task_ci95`` is each task's t-interval over its ``E`` episodes. The typed
+``per_task_ci95`` is each task's t-interval over its ``E`` episodes. ``gain`` is the mean
+over tasks of step ``k``'s return minus step 0's on the same task (the same seeds), and
+``gain_ci95`` its paired t-interval (``null`` at step 0): the tasks' spread, which
+dominates ``ci95``, cancels in it. The typed
 dictionaries below spell the schema out; a baseline registered by a user adds its own
 entry under ``baselines`` (one with a ``curve`` is plotted and logged like the others).
 """
@@ -106,6 +110,8 @@ class CurveEntry(TypedDict):
     env_steps_per_task: list[float]
     per_task_mean: list[list[float]]
     per_task_ci95: list[list[float | None]]
+    gain: NotRequired[list[float]]
+    gain_ci95: NotRequired[list[float | None]]
     success: NotRequired[SuccessEntry]
 
 
@@ -314,6 +320,10 @@ def format_summary(result: Mapping[str, Any]) -> str:
     for name, curve in rows:
         cells = [cell(m, h) for m, h in zip(curve["mean"], curve["ci95"], strict=True)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if "gain" in curve:
+            gains = zip(curve["gain"][1:], curve["gain_ci95"][1:], strict=True)
+            cells = ["", *(f"{m:+.2f}" + ("" if h is None else f" ± {h:.2f}") for m, h in gains)]
+            lines.append(f"| {name}: gain over step 0, paired | " + " | ".join(cells) + " |")
         if "success" in curve:
             s = curve["success"]
             cells = [cell(100 * m, None if h is None else 100 * h)
