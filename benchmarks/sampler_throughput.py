@@ -22,7 +22,12 @@ drifts by several percent over a minute, a limit measured once before the sample
 moved the ratio by ±0.04 between runs.
 
 Env steps per second count the steps episodes actually played (an Ant that falls
-stops early). Target: the ``sync`` sampler on all cores ≥ 0.9 × the batch limit.
+stops early). The initial policy's Ant falls within tens of steps in most episodes, so
+the sampler then evaluates the policy on many rows whose episodes have ended; with
+``--trained`` each family is also timed with its shipped meta-trained policy
+(``benchmarks/results/checkpoints/<family>.pt``, its θ on every task), whose episodes
+reach the horizon as in a training's later iterations (``ratio_vs_batch_trained``).
+Target: the ``sync`` sampler on all cores ≥ 0.9 × the batch limit.
 For the ``sync`` setting the time of each call is also split into the seconds inside the
 simulator and outside it, and the simulator's closed-loop pace is compared with the
 open-loop limit's (``simulator_pace_vs_batch``: the limit's seconds for the same env steps
@@ -44,6 +49,7 @@ Usage::
 
     python benchmarks/sampler_throughput.py            # full sizes (a few minutes)
     python benchmarks/sampler_throughput.py --quick    # small sizes (~ 30 s)
+    python benchmarks/sampler_throughput.py --families ant_vel --trained
 
 The last line is one JSON object with every figure; ``batch_limit`` and
 ``ratio_vs_batch`` per family hold the headline numbers.
@@ -59,17 +65,21 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import mujoco
 import numpy as np
 import torch
 
-from maml_rl.agents.policies import GaussianMLPPolicy
+from maml_rl.agents.policies import GaussianMLPPolicy, Policy
 from maml_rl.envs.mjbatch import native_batch_available
+from maml_rl.evaluation import load_run
 from maml_rl.samplers import make_sampler
+from maml_rl.seeding import task_streams
 from maml_rl.tasks import family_class
 from maml_rl.threads import available_cores
+from maml_rl.vector import make_task_env
 
 FAMILIES = {
     "halfcheetah_vel": "MetaRL/HalfCheetahVel-v0",
@@ -77,6 +87,8 @@ FAMILIES = {
     "halfcheetah_rand_params": "MetaRL/HalfCheetahRandParams-v0",
 }
 NAV = "MetaRL/Navigation2D-v0"
+#: The shipped meta-trained policies (``--trained``), ``<family>.pt``.
+CHECKPOINTS = Path(__file__).parent / "results" / "checkpoints"
 
 
 def _start_states(env: Any, num_sims: int, rng: np.random.Generator) -> np.ndarray:
@@ -202,17 +214,27 @@ class SamplerTimer:
         workers: int,
         threads: int | None,
         activation: str = "tanh",
+        trained: Policy | None = None,
     ) -> None:
-        env = family_class(env_id)()
-        obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-        torch.manual_seed(0)
-        policy = GaussianMLPPolicy(obs_dim, act_dim, (100, 100), activation)
         self.tasks = family_class(env_id).sample_tasks(tasks, np.random.default_rng(0))
-        g = torch.Generator().manual_seed(0)
-        self.params = {  # a different θ'_i per task, as after adaptation
-            k: v.detach() + 0.05 * torch.randn((tasks, *v.shape), generator=g)
-            for k, v in policy.params().items()
-        }
+        if trained is not None:
+            # A meta-trained policy, its θ on every task: the ant walks, the episodes
+            # reach the horizon, as in a training's later iterations.
+            policy = trained
+            self.params = {
+                k: v.detach().unsqueeze(0).repeat(tasks, *([1] * v.dim()))
+                for k, v in policy.params().items()
+            }
+        else:
+            env = family_class(env_id)()
+            obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+            torch.manual_seed(0)
+            policy = GaussianMLPPolicy(obs_dim, act_dim, (100, 100), activation)
+            g = torch.Generator().manual_seed(0)
+            self.params = {  # a different θ'_i per task, as after adaptation
+                k: v.detach() + 0.05 * torch.randn((tasks, *v.shape), generator=g)
+                for k, v in policy.params().items()
+            }
         self.episodes = episodes
         self.sampler = make_sampler(
             env_id,
@@ -235,6 +257,59 @@ class SamplerTimer:
         self.sampler.close()
 
 
+class ReplayTimer:
+    """The simulator's own limit *for one sample call's workload*: ``mujoco.batch.Batch``
+    open loop on the cores used, replaying the call's controls from its start states
+    (the envs reset with the call's seeds: the same trajectories, bit for bit), each
+    step on the simulations whose episodes were still running — what the simulator
+    must do for that call, with nothing else (no policy, rewards, observations, resets
+    or ``mj_rnePostConstraint``). The batch limit's random controls make a different
+    workload: an ant that walks costs other contact and solver work per step than one
+    that flails or lies on its back."""
+
+    def __init__(self, env_id: str, timer: SamplerTimer, cores: int, seed: int = 1) -> None:
+        import mujoco.batch
+
+        call = timer.sampler.sample(timer.tasks, timer.params, timer.episodes, seed=seed)
+        n, horizon, e = call.mask.shape
+        sims = n * e
+        env = make_task_env(env_id, sims, horizon)
+        seeds = [s for i in range(n) for s in task_streams(seed, i, e, horizon, 1, False)[0]]
+        env.set_tasks([task for task in timer.tasks for _ in range(e)])
+        first, _ = env.reset(seed=seeds)
+        # The call's start states, checked against its first observations.
+        if not np.array_equal(
+            np.asarray(first, np.float32), call.observations[:, 0].reshape(sims, -1).numpy()
+        ):
+            raise RuntimeError("the replay's start states are not the sample call's")
+        qpos, qvel = env._qpos.copy(), env._qvel.copy()  # type: ignore[attr-defined]
+        self.frame_skip = env.frame_skip  # type: ignore[attr-defined]
+        env.close()
+        model = family_class(env_id)().model
+        self.batch = mujoco.batch.Batch(model, sims, nthread=cores)
+        self.qpos, self.qvel = qpos, qvel
+        self.ctrl = self.batch.bind("ctrl")
+        self.actions = call.actions.transpose(0, 1).reshape(horizon, sims, -1).double().numpy()
+        live = call.mask.transpose(0, 1).reshape(horizon, sims).numpy() > 0
+        self.ids = [None if row.all() else np.flatnonzero(row).astype(np.int32) for row in live]
+        self.env_steps = int(live.sum())
+
+    def time(self) -> float:
+        """Env steps per second of one replay."""
+        batch = self.batch
+        batch.reset(stage=0)
+        batch.bind("qpos")[:] = self.qpos
+        batch.bind("qvel")[:] = self.qvel
+        batch.forward()
+        start = time.perf_counter()
+        for actions, ids in zip(self.actions, self.ids, strict=True):
+            if ids is not None and len(ids) == 0:
+                break
+            self.ctrl[:] = actions
+            batch.step(ids, nstep=self.frame_skip)
+        return self.env_steps / (time.perf_counter() - start)
+
+
 class SimulatorClock:
     """Seconds spent inside the simulator (``NativeBatch`` calls) by samplers that run in
     this process (``sync``), while active: how a sample call's time splits between the
@@ -244,6 +319,7 @@ class SimulatorClock:
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.by_method = dict.fromkeys(self.METHODS, 0.0)
         self._saved: dict[str, Any] = {}
 
     def __enter__(self) -> SimulatorClock:
@@ -251,16 +327,18 @@ class SimulatorClock:
 
         for name in self.METHODS:
             method = self._saved[name] = getattr(NativeBatch, name)
-            setattr(NativeBatch, name, self._timed(method))
+            setattr(NativeBatch, name, self._timed(name, method))
         return self
 
-    def _timed(self, method: Any) -> Any:
+    def _timed(self, name: str, method: Any) -> Any:
         def timed(batch: Any, *args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
                 return method(batch, *args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - start
+                seconds = time.perf_counter() - start
+                self.seconds += seconds
+                self.by_method[name] += seconds
 
         return timed
 
@@ -282,12 +360,25 @@ def summary(times: list[float], steps: list[int]) -> dict[str, float]:
 
 
 def measure_family(
-    name: str, env_id: str, size: tuple[int, int, int], cores: int, repeats: int
+    name: str,
+    env_id: str,
+    size: tuple[int, int, int],
+    cores: int,
+    repeats: int,
+    trained: Path | None = None,
 ) -> dict[str, Any]:
     tasks, episodes, horizon = size
     sims = tasks * episodes
     print(f"{env_id}: {tasks} tasks × {episodes} episodes × {horizon} steps, {cores} cores")
     out: dict[str, Any] = {"tasks": tasks, "episodes": episodes, "horizon": horizon}
+    policy = None
+    if trained is not None:
+        run = load_run(trained)
+        if run.config.env.id != env_id:
+            raise SystemExit(f"{trained} was trained on {run.config.env.id}, not {env_id}")
+        policy = run.policy()
+        out["trained"] = {"checkpoint": str(trained), "iteration": run.iteration}
+        print(f"  and with the trained policy of {trained} (iteration {run.iteration})")
     native = native_batch_available()
     out["loop_limit"] = loop_limit(env_id, sims, horizon, cores)
     print(f"  loop limit (mj_step loop, {cores} processes): {out['loop_limit']:>9,.0f} steps/s")
@@ -295,24 +386,41 @@ def measure_family(
     # compares calls made seconds apart, so a machine that speeds up or slows down
     # during the run (other tenants, clocks) moves both sides of it alike.
     settings = [("sync", 1, cores), ("process", cores, 1)]
+    policies = {"": None} if policy is None else {"": None, "-trained": policy}
     timers = {
-        f"{backend}-{workers}w-{threads}t": SamplerTimer(
-            env_id, tasks, episodes, horizon, backend, workers, threads
+        f"{backend}-{workers}w-{threads}t{suffix}": SamplerTimer(
+            env_id, tasks, episodes, horizon, backend, workers, threads, trained=p
         )
+        for suffix, p in policies.items()
         for backend, workers, threads in settings
     }
+    # Per policy, the open-loop replay of its sync setting's first call (native only).
+    replays = (
+        {
+            suffix: ReplayTimer(env_id, timers[f"sync-1w-{cores}t{suffix}"], cores)
+            for suffix in policies
+        }
+        if native
+        else {}
+    )
+    replay_rates: dict[str, list[float]] = {suffix: [] for suffix in replays}
     limits: list[float] = []
     calls: dict[str, list[tuple[float, int]]] = {key: [] for key in timers}
-    in_simulator: list[float] = []  # the sync calls' seconds inside the simulator
+    # the sync calls' seconds inside the simulator
+    in_simulator: dict[str, list[float]] = {key: [] for key in timers if key.startswith("sync")}
+    by_method: dict[str, list[dict[str, float]]] = {key: [] for key in in_simulator}
     try:
         for r in range(repeats):
             if native:
                 limits.append(batch_limit(env_id, sims, horizon, cores))
+            for suffix, replay in replays.items():
+                replay_rates[suffix].append(replay.time())
             for key, timer in timers.items():
-                if key.startswith("sync") and native:
+                if key in in_simulator and native:
                     with SimulatorClock() as clock:
                         calls[key].append(timer.time(seed=r + 1))
-                    in_simulator.append(clock.seconds)
+                    in_simulator[key].append(clock.seconds)
+                    by_method[key].append(clock.by_method)
                 else:
                     calls[key].append(timer.time(seed=r + 1))
     finally:
@@ -325,6 +433,13 @@ def measure_family(
             f"  batch limit (mujoco.batch, {cores} threads, median of {repeats}): "
             f"{out['batch_limit']:>9,.0f} steps/s"
         )
+        for suffix, rates in replay_rates.items():
+            which = "trained" if suffix else "initial"
+            out[f"replay_limit{suffix.replace('-', '_')}"] = statistics.median(rates)
+            print(
+                f"  replay limit ({which} policy's controls, open loop): "
+                f"{statistics.median(rates):>9,.0f} steps/s"
+            )
     out["sampler"] = {}
     for key in timers:
         r = summary([t for t, _ in calls[key]], [s for _, s in calls[key]])
@@ -332,27 +447,42 @@ def measure_family(
             r["ratio_vs_batch"] = statistics.median(
                 s / t / limit for (t, s), limit in zip(calls[key], limits, strict=True)
             )
+            rates = replay_rates["-trained" if key.endswith("-trained") else ""]
+            r["ratio_vs_replay"] = statistics.median(
+                s / t / limit for (t, s), limit in zip(calls[key], rates, strict=True)
+            )
         out["sampler"][key] = r
         ratios = f"{r['steps_per_s'] / out['loop_limit']:.2f} × loop"
         if native:
-            ratios = f"{r['ratio_vs_batch']:.2f} × batch, " + ratios
+            ratios = (
+                f"{r['ratio_vs_batch']:.2f} × batch, {r['ratio_vs_replay']:.2f} × replay, " + ratios
+            )
         print(
             f"  {key:>16}: {r['steps_per_s']:>9,.0f} steps/s ({r['seconds']:.2f} s per sample; "
             f"{ratios})"
         )
-        if key.startswith("sync") and in_simulator:
+        if in_simulator.get(key):
             # The physics' own pace in the closed loop against the open-loop limit's
             # (the limit's seconds for the same env steps over the seconds in the
             # simulator), and the seconds outside it: the ratio is their product.
-            rounds = list(zip(calls[key], limits, in_simulator, strict=True))
+            rounds = list(zip(calls[key], limits, in_simulator[key], strict=True))
             r["simulator_s"] = statistics.median(sim for _, _, sim in rounds)
             r["outside_simulator_s"] = statistics.median(t - sim for (t, _), _, sim in rounds)
             r["simulator_pace_vs_batch"] = statistics.median(
                 s / limit / sim for (_, s), limit, sim in rounds
             )
+            r["simulator_s_by_method"] = {
+                name: statistics.median(calls_[name] for calls_ in by_method[key])
+                for name in SimulatorClock.METHODS
+            }
+            split = ", ".join(
+                f"{name} {seconds:.2f} s"
+                for name, seconds in r["simulator_s_by_method"].items()
+                if seconds >= 0.005
+            )
             print(
                 f"  {'':>16}  in the simulator {r['simulator_s']:.2f} s "
-                f"({r['simulator_pace_vs_batch']:.2f} × the limit's pace), "
+                f"({r['simulator_pace_vs_batch']:.2f} × the limit's pace; {split}), "
                 f"outside it {r['outside_simulator_s']:.2f} s"
             )
     if family_class(env_id).rand_params:
@@ -363,17 +493,28 @@ def measure_family(
             if native:
                 per_sim["batch_limit"] = batch_limit(env_id, sims, horizon, cores, values)
             per_sim["loop_limit"] = loop_limit(env_id, sims, horizon, cores, values)
-            ratios = {key: per_sim[key] / out[key] for key in per_sim}
-            out["per_sim_models"][values] = {**per_sim, "per_sim_vs_shared": ratios}
+            vs_shared = {key: per_sim[key] / out[key] for key in per_sim}
+            out["per_sim_models"][values] = {**per_sim, "per_sim_vs_shared": vs_shared}
             text = ", ".join(
-                f"{k} {per_sim[k]:,.0f} steps/s ({r:.2f} × shared)" for k, r in ratios.items()
+                f"{k} {per_sim[k]:,.0f} steps/s ({r:.2f} × shared)" for k, r in vs_shared.items()
             )
             print(f"  per-simulation models, {values} values: {text}")
-    best = max(r["steps_per_s"] for r in out["sampler"].values())
+    initial = {k: r for k, r in out["sampler"].items() if not k.endswith("-trained")}
+    best = max(r["steps_per_s"] for r in initial.values())
     out["ratio_vs_loop"] = best / out["loop_limit"]
     if native:
-        out["ratio_vs_batch"] = max(r["ratio_vs_batch"] for r in out["sampler"].values())
+        out["ratio_vs_batch"] = max(r["ratio_vs_batch"] for r in initial.values())
+        out["ratio_vs_replay"] = max(r["ratio_vs_replay"] for r in initial.values())
         print(f"  best sampler / batch limit: {out['ratio_vs_batch']:.2f} (target ≥ 0.9)")
+        print(f"  best sampler / replay limit: {out['ratio_vs_replay']:.2f}")
+        if policy is not None:
+            trained_rows = [r for k, r in out["sampler"].items() if k.endswith("-trained")]
+            out["ratio_vs_batch_trained"] = max(r["ratio_vs_batch"] for r in trained_rows)
+            out["ratio_vs_replay_trained"] = max(r["ratio_vs_replay"] for r in trained_rows)
+            print(
+                f"  best sampler, trained policy: {out['ratio_vs_batch_trained']:.2f} × batch "
+                f"limit, {out['ratio_vs_replay_trained']:.2f} × its replay limit"
+            )
     return out
 
 
@@ -390,6 +531,12 @@ def main() -> None:
         help=f"comma-separated, from {', '.join(FAMILIES)}",
     )
     parser.add_argument("--cores", type=int, default=None, help="cores used (default: all)")
+    parser.add_argument(
+        "--trained",
+        action="store_true",
+        help="also time each family with its shipped meta-trained policy "
+        "(benchmarks/results/checkpoints/<family>.pt, where there is one)",
+    )
     args = parser.parse_args()
 
     repeats = args.repeats or (2 if args.quick else 3)
@@ -406,7 +553,9 @@ def main() -> None:
         "native_batch": native_batch_available(),
     }
     for name in args.families.split(","):
-        result[name] = measure_family(name, FAMILIES[name], size, cores, repeats)  # type: ignore[arg-type]
+        shipped = CHECKPOINTS / f"{name}.pt"
+        trained = shipped if args.trained and shipped.is_file() else None
+        result[name] = measure_family(name, FAMILIES[name], size, cores, repeats, trained)  # type: ignore[arg-type]
     result["batch_limit"] = {n: result[n].get("batch_limit") for n in args.families.split(",")}
     result["ratio_vs_batch"] = {
         n: result[n].get("ratio_vs_batch") for n in args.families.split(",")
