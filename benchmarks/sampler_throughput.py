@@ -72,7 +72,7 @@ import mujoco
 import numpy as np
 import torch
 
-from maml_rl.agents.policies import GaussianMLPPolicy, Policy
+from maml_rl.agents.policies import GaussianMLPPolicy, Policy, stack_params
 from maml_rl.envs.mjbatch import native_batch_available
 from maml_rl.evaluation import load_run
 from maml_rl.samplers import make_sampler
@@ -221,10 +221,7 @@ class SamplerTimer:
             # A meta-trained policy, its θ on every task: the ant walks, the episodes
             # reach the horizon, as in a training's later iterations.
             policy = trained
-            self.params = {
-                k: v.detach().unsqueeze(0).repeat(tasks, *([1] * v.dim()))
-                for k, v in policy.params().items()
-            }
+            self.params = stack_params({k: v.detach() for k, v in policy.params().items()}, tasks)
         else:
             env = family_class(env_id)()
             obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
@@ -318,7 +315,6 @@ class SimulatorClock:
     METHODS = ("step", "forward", "reset", "rne_post_constraint")
 
     def __init__(self) -> None:
-        self.seconds = 0.0
         self.by_method = dict.fromkeys(self.METHODS, 0.0)
         self._saved: dict[str, Any] = {}
 
@@ -336,9 +332,7 @@ class SimulatorClock:
             try:
                 return method(batch, *args, **kwargs)
             finally:
-                seconds = time.perf_counter() - start
-                self.seconds += seconds
-                self.by_method[name] += seconds
+                self.by_method[name] += time.perf_counter() - start
 
         return timed
 
@@ -406,9 +400,10 @@ def measure_family(
     replay_rates: dict[str, list[float]] = {suffix: [] for suffix in replays}
     limits: list[float] = []
     calls: dict[str, list[tuple[float, int]]] = {key: [] for key in timers}
-    # the sync calls' seconds inside the simulator
-    in_simulator: dict[str, list[float]] = {key: [] for key in timers if key.startswith("sync")}
-    by_method: dict[str, list[dict[str, float]]] = {key: [] for key in in_simulator}
+    # the sync calls' seconds inside the simulator, per NativeBatch method
+    by_method: dict[str, list[dict[str, float]]] = {
+        key: [] for key in timers if key.startswith("sync")
+    }
     try:
         for r in range(repeats):
             if native:
@@ -416,10 +411,9 @@ def measure_family(
             for suffix, replay in replays.items():
                 replay_rates[suffix].append(replay.time())
             for key, timer in timers.items():
-                if key in in_simulator and native:
+                if key in by_method and native:
                     with SimulatorClock() as clock:
                         calls[key].append(timer.time(seed=r + 1))
-                    in_simulator[key].append(clock.seconds)
                     by_method[key].append(clock.by_method)
                 else:
                     calls[key].append(timer.time(seed=r + 1))
@@ -461,28 +455,29 @@ def measure_family(
             f"  {key:>16}: {r['steps_per_s']:>9,.0f} steps/s ({r['seconds']:.2f} s per sample; "
             f"{ratios})"
         )
-        if in_simulator.get(key):
+        if by_method.get(key):
             # The physics' own pace in the closed loop against the open-loop limit's
             # (the limit's seconds for the same env steps over the seconds in the
             # simulator), and the seconds outside it: the ratio is their product.
-            rounds = list(zip(calls[key], limits, in_simulator[key], strict=True))
+            in_simulator = [sum(split.values()) for split in by_method[key]]
+            rounds = list(zip(calls[key], limits, in_simulator, strict=True))
             r["simulator_s"] = statistics.median(sim for _, _, sim in rounds)
             r["outside_simulator_s"] = statistics.median(t - sim for (t, _), _, sim in rounds)
             r["simulator_pace_vs_batch"] = statistics.median(
                 s / limit / sim for (_, s), limit, sim in rounds
             )
             r["simulator_s_by_method"] = {
-                name: statistics.median(calls_[name] for calls_ in by_method[key])
+                name: statistics.median(split[name] for split in by_method[key])
                 for name in SimulatorClock.METHODS
             }
-            split = ", ".join(
+            methods = ", ".join(
                 f"{name} {seconds:.2f} s"
                 for name, seconds in r["simulator_s_by_method"].items()
                 if seconds >= 0.005
             )
             print(
                 f"  {'':>16}  in the simulator {r['simulator_s']:.2f} s "
-                f"({r['simulator_pace_vs_batch']:.2f} × the limit's pace; {split}), "
+                f"({r['simulator_pace_vs_batch']:.2f} × the limit's pace; {methods}), "
                 f"outside it {r['outside_simulator_s']:.2f} s"
             )
     if family_class(env_id).rand_params:
