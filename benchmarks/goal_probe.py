@@ -8,11 +8,10 @@ For a family whose task is a goal position reported in ``info`` (``MetaRL/AntGoa
 at the end of the episode (m), mean over ``--episodes`` episodes, after 0, 1, ...
 ``--adapt-steps`` inner steps with the evaluation's step sizes. A policy that adapts
 ends nearer its goals after the steps; the unadapted one walks the same way whatever
-the goal (it cannot observe it). The inner steps and the episodes
-are ``velocity_probe.py``'s (its ``probe``). One goal's change after one step is noisy
-(the step's gradient comes from ``--episodes`` episodes, and a goal's sample seeds
-depend on its place in ``--goals``): read the mean over the goals. The last line is
-JSON.
+the goal (it cannot observe it). The inner steps and the episodes are
+``velocity_probe.py``'s (its ``probe``). One goal's change after one step is noisy (the
+step's gradient comes from ``--episodes`` episodes, and a goal's sample seeds depend on
+its place in ``--goals``): read the mean over the goals. The last line is JSON.
 """
 
 from __future__ import annotations
