@@ -14,7 +14,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from torch.distributions import kl_divergence
 
+from maml_rl.agents.maml import TaskSamples, detach_distribution
 from maml_rl.agents.multitask_trpo import MultiTaskTRPO
 from maml_rl.config import load_config
 from maml_rl.envs.oracle import TaskObservation, oracle_env_id, task_vector
@@ -30,6 +32,7 @@ from maml_rl.evaluation import baselines as baselines_module
 from maml_rl.evaluation.report import CurveBaselineEntry
 from maml_rl.evaluation.sb3 import sb3_hyperparameters, sb3_ppo_on_task
 from maml_rl.factories import build_policy
+from maml_rl.optim import flatten
 from maml_rl.samplers import make_sampler
 from maml_rl.tasks import family_class, make_family, unwrap_family
 
@@ -294,6 +297,33 @@ def test_multitask_trpo_improves_its_surrogate_within_the_trust_region() -> None
     tiny_region = MultiTaskTRPO(policy, max_kl=1e-30, ls_max_steps=1).step(batch)
     assert tiny_region["train/step_accepted"] == 0.0 and tiny_region["train/kl"] == 0.0
     assert all(torch.equal(before[k], v) for k, v in policy.named_parameters())
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_multitask_trpo_hand_derived_curvature_is_the_double_backward(activation: str) -> None:
+    """The Gaussian MLP's Gauss-Newton products equal ``∇²KL v`` by autograd at θ."""
+    config = load_config(
+        None, [*EVAL_TINY, f"policy.activation={activation}", "policy.hidden_sizes=[16, 16]"]
+    )
+    policy = build_policy(config)
+    with torch.no_grad():
+        policy.log_std.copy_(torch.tensor([-0.3, 0.4]))  # σ ≠ 1, per dimension
+    tasks = family_class(NAV).sample_tasks(3, np.random.default_rng(1))
+    with make_sampler(NAV, policy, max_episode_steps=EVAL_HORIZON) as sampler:
+        batch = sampler.sample(tasks, policy.params(), 4, seed=1)
+    samples = TaskSamples.from_batch(batch, 0.99, 1.0)
+    theta = dict(policy.named_parameters())
+    dist = policy(samples.observations, theta)
+    learner = MultiTaskTRPO(policy)
+    fast = learner._fisher_vector(samples, theta, detach_distribution(dist), dist)
+    kl = (kl_divergence(detach_distribution(dist), dist) * samples.weights).sum(1).mean()
+    grad_kl = flatten(torch.autograd.grad(kl, list(theta.values()), create_graph=True))
+    for seed in range(3):
+        v = torch.randn(grad_kl.numel(), generator=torch.Generator().manual_seed(seed))
+        reference = flatten(
+            torch.autograd.grad(grad_kl, list(theta.values()), grad_outputs=v, retain_graph=True)
+        )
+        torch.testing.assert_close(fast(v), reference, rtol=1e-4, atol=1e-6)
 
 
 def test_sb3_budget_is_met_by_whole_rollouts() -> None:
