@@ -8,8 +8,10 @@ resampled every iteration, with no adaptation in the loop. The step is
 The conjugate gradient's products with the KL's Hessian: for a Gaussian MLP policy
 (the MAML paper's), the hand-derived Gauss-Newton products ``Jᵀ F J v`` of
 :mod:`maml_rl.agents._gaussian_mlp` — exact here, where the KL and its gradient vanish,
-and a step about 2× faster than with ``∇KL`` differentiated a second time (``python
-benchmarks/pretrain_step.py``); for any other policy, that double backward.
+and a step about 3× faster than with ``∇KL`` differentiated a second time (``python
+benchmarks/pretrain_step.py``); for any other policy, that double backward. The
+hand-derived products keep their output buffers across the conjugate gradient's
+iterations and the steps (:class:`~maml_rl.agents._gaussian_mlp.Workspace`).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class MultiTaskTRPO:
         self.cg_damping = cg_damping
         self.ls_max_steps = ls_max_steps
         self.ls_backtrack_ratio = ls_backtrack_ratio
+        self._workspace = gm.Workspace()
 
     def step(self, batch: EpisodeBatch) -> dict[str, float]:
         """One TRPO update on ``batch`` (sampled with the policy's own parameters).
@@ -86,24 +89,24 @@ class MultiTaskTRPO:
 
         # θ is shared by every task, so the policy runs unstacked on [N, M, obs_dim]: one
         # plain matmul per layer for all tasks.
-        def surrogate(p: Mapping[str, torch.Tensor], old_lp: torch.Tensor) -> torch.Tensor:
-            dist = self.policy(samples.observations, p)
-            ratio = torch.exp(dist.log_prob(samples.actions) - old_lp)
+        def surrogate(log_prob: torch.Tensor, old_lp: torch.Tensor) -> torch.Tensor:
+            ratio = torch.exp(log_prob - old_lp)
             return -(ratio * samples.advantages * samples.weights).sum(1).mean()
 
         with torch.enable_grad():
             dist = self.policy(samples.observations, theta)
-            old_lp = dist.log_prob(samples.actions).detach()
+            log_prob = dist.log_prob(samples.actions)
+            old_lp = log_prob.detach()
             old_dist = detach_distribution(dist)
-            loss = surrogate(theta, old_lp)
-            g = flatten(torch.autograd.grad(loss, params))
+            loss = surrogate(log_prob, old_lp)
+            g = flatten(torch.autograd.grad(loss, params, retain_graph=True))
         fisher_vector = self._fisher_vector(samples, theta, old_dist, dist)
 
         def evaluate(cand: Mapping[str, torch.Tensor]) -> tuple[float, float]:
             with torch.no_grad():
                 new_dist = self.policy(samples.observations, cand)
                 kl_c = (kl_divergence(old_dist, new_dist) * samples.weights).sum(1).mean()
-                return surrogate(cand, old_lp).item(), kl_c.item()
+                return surrogate(new_dist.log_prob(samples.actions), old_lp).item(), kl_c.item()
 
         result = trust_region_step(
             theta, loss.item(), g, fisher_vector, evaluate, max_kl=self.max_kl,
@@ -152,11 +155,12 @@ class MultiTaskTRPO:
         # KL Hessian in (μ, s) at π_old = π: w/σ² in μ, 2 w in s, no cross term.
         f_mean = (w / n).unsqueeze(-1) / fw.std.square()
         f_log_std = (2.0 / n) * w.sum(1, keepdim=True)
+        ws = self._workspace  # one product alive at a time: the buffers are reused
 
         def gauss_newton(v: torch.Tensor) -> torch.Tensor:
             u = gm.to_layers(policy, stack_params(unflatten(v, theta), n))
-            tg = gm.tangent(fw, u[0])
-            jt = gm.backprop(fw, f_mean * tg.mean, keep=False)
+            tg = gm.tangent(fw, u[0], ws)
+            jt = gm.backprop(fw, f_mean * tg.mean, ws, keep=False)
             per_task = gm.to_params(policy, jt.grads, f_log_std * u[1])
             return flatten([t.sum(0) for t in per_task.values()])
 

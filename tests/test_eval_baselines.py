@@ -32,7 +32,7 @@ from maml_rl.evaluation import baselines as baselines_module
 from maml_rl.evaluation.report import CurveBaselineEntry
 from maml_rl.evaluation.sb3 import sb3_hyperparameters, sb3_ppo_on_task
 from maml_rl.factories import build_policy
-from maml_rl.optim import flatten
+from maml_rl.optim import flatten, unflatten
 from maml_rl.samplers import make_sampler
 from maml_rl.tasks import family_class, make_family, unwrap_family
 
@@ -324,6 +324,39 @@ def test_multitask_trpo_hand_derived_curvature_is_the_double_backward(activation
             torch.autograd.grad(grad_kl, list(theta.values()), grad_outputs=v, retain_graph=True)
         )
         torch.testing.assert_close(fast(v), reference, rtol=1e-4, atol=1e-6)
+
+
+def test_multitask_trpo_reused_buffers_change_no_step() -> None:
+    """The curvature products keep their buffers across steps: a learner stepping on
+    batches of two shapes lands exactly where a fresh learner does at each step."""
+    config = load_config(None, [*EVAL_TINY, "policy.hidden_sizes=[16, 16]"])
+    policy = build_policy(config)
+    family = family_class(NAV)
+    with make_sampler(NAV, policy, max_episode_steps=EVAL_HORIZON) as sampler:
+        batches = [
+            sampler.sample(
+                family.sample_tasks(n, np.random.default_rng(n)), policy.params(), m, seed=n
+            )
+            for n, m in ((3, 4), (2, 5))
+        ]
+
+    def params() -> torch.Tensor:
+        return flatten([p.detach().clone() for p in policy.parameters()])
+
+    start = params()
+    reused = MultiTaskTRPO(policy)
+    after_reused = []
+    for batch in batches:
+        reused.step(batch)
+        after_reused.append(params())
+    unflat = unflatten(start, dict(policy.named_parameters()))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            p.copy_(unflat[name])
+    for batch, expected in zip(batches, after_reused, strict=True):
+        MultiTaskTRPO(policy).step(batch)
+        assert torch.equal(params(), expected)
+    assert not torch.equal(after_reused[0], start)  # the steps moved θ
 
 
 def test_sb3_budget_is_met_by_whole_rollouts() -> None:
