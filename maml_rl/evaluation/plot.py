@@ -92,10 +92,11 @@ def plot_adaptation(data: Mapping[str, Any], path: str | Path, title: str | None
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     settings = data["settings"]
-    held = "held-out" if data.get("task_set", {}).get("held_out", True) else "all"
+    n = settings["num_tasks"]
+    held_out = data.get("task_set", {}).get("held_out", True)
+    tasks = f"{n} held-out tasks" if held_out else f"{n} tasks (no held-out set)"
     ax.set_title(
-        f"{settings['num_tasks']} {held} tasks, {settings['episodes_per_step']} episodes/step, "
-        "95 % CI",
+        f"{tasks}, {settings['episodes_per_step']} episodes/step, 95 % CI",
         fontsize="small",
     )
 

@@ -342,10 +342,13 @@ def format_summary(result: Mapping[str, Any]) -> str:
                 f"{cell(p['mean'], p['ci95'])}"
             )
     ts = result["task_set"]
-    where = "held-out" if ts["held_out"] else "all (no held-out tasks exist)"
+    n = ts["num_tasks"]
+    tasks = (
+        f"{n} held-out tasks" if ts["held_out"] else f"{n} tasks (the family has no held-out set)"
+    )
     lines.append("")
     lines.append(
-        f"{result['env_id']}: {ts['num_tasks']} {where} tasks, "
+        f"{result['env_id']}: {tasks}, "
         f"{result['settings']['episodes_per_step']} episodes per step, "
         f"step sizes {result['settings']['step_fast_lr']}"
     )
