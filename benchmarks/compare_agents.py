@@ -239,10 +239,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     config = load_config(CONFIGS / f"{args.env}_{kinds[0]}.yaml", overrides)
     m = config.maml
+    lengths = {len(c) for c in curves.values()}
+    iterations = (
+        f"{args.num_batches} iterations"
+        if len(lengths) == 1
+        else "iterations " + ", ".join(f"{AGENTS[k]} {len(c)}" for k, c in curves.items())
+    )
     title = (
         f"{config.env.id}: {m.meta_batch_size} tasks x {m.fast_batch_size} episodes, "
-        f"{args.num_batches} iterations, "
-        + ("existing runs" if args.from_runs else f"seed {args.seed}")
+        f"{iterations}, " + ("existing runs" if args.from_runs else f"seed {args.seed}")
     )
     out = Path(args.out) if args.out else logdir / f"compare_{args.env}.png"
     plot(curves, title, args.smooth, threshold, out)
