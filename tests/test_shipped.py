@@ -30,6 +30,12 @@ FAMILIES = {
     "ant_dir": "MetaRL/AntDir-v0",
     "ant_goal": "MetaRL/AntGoal-v0",
     "navigation2d_sparse": "MetaRL/Navigation2DSparse-v0",
+    "halfcheetah_vel_sparse": "MetaRL/HalfCheetahVelSparse-v0",
+    "halfcheetah_rand_params": "MetaRL/HalfCheetahRandParams-v0",
+    "hopper_rand_params": "MetaRL/HopperRandParams-v0",
+    "walker2d_rand_params": "MetaRL/Walker2dRandParams-v0",
+    "humanoid_dir": "MetaRL/HumanoidDir-v0",
+    "humanoid_fwdback": "MetaRL/HumanoidFwdBack-v0",
 }
 
 
