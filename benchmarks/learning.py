@@ -45,7 +45,8 @@ def _plot(records: list[dict[str, Any]], title: str, out: Path) -> None:
     ax.plot(steps, [r["rollout/return_post_adapt"] for r in records], label="after adaptation")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("mean episode return")
-    ax.set_title(title)
+    # Two lines: a long family id does not fit the plot's width on one.
+    ax.set_title(title.replace(" (", "\n(", 1), fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
