@@ -20,7 +20,9 @@ With ``--evaluate ARGS`` each finished run is then evaluated before the next pre
 starts: ``benchmarks/evaluation.py <run> ARGS``, writing ``<run>/eval-paper/``. An
 evaluation whose ``eval.json`` is newer than the run's checkpoint is done and skipped; an
 interrupted one starts again, and its baselines' trainings continue from their saved
-state (``<run>/eval-paper/baselines/``).
+state (``<run>/eval-paper/baselines/``). A run already trained past the command's budget
+(a queue's later stage raised it) is not evaluated by it: that checkpoint belongs to the
+stage with the larger ``num_batches``, which evaluates it.
 
 ``status`` prints, per run folder under ``root``: iterations done of the budget, env steps,
 seconds per iteration (median of the last 10), the ETA of what is left at that pace, and
@@ -214,10 +216,20 @@ def cmd_run(
         total = target_iterations(run_dir, overrides)
         done = checkpoint_iteration(run_dir)
         trained = total is not None and done is not None and done >= total
+        # Trained past this budget (a later stage of a queue raised it): the checkpoint
+        # is not this stage's, so neither is its evaluation; the later stage evaluates.
+        past = trained and done != total
         if trained:
             print(f"long_run: {run_dir} finished ({done}/{total}); skipped", flush=True)
         for step in ("train", "evaluate"):
             if (step == "train" and trained) or (step == "evaluate" and evaluate is None):
+                continue
+            if step == "evaluate" and past:
+                print(
+                    f"long_run: {run_dir} is past this budget ({done}/{total}); its "
+                    "evaluation is left to the command with the larger num_batches",
+                    flush=True,
+                )
                 continue
             if step == "evaluate" and evaluation_done(run_dir):
                 print(f"long_run: {run_dir}/eval-paper is up to date; skipped", flush=True)

@@ -131,3 +131,14 @@ def test_each_finished_run_is_evaluated_once(preset: Path, tmp_path: Path) -> No
     longer = long_run(*args, "num_batches=3")
     assert longer.returncode == 0, longer.stderr
     assert json.loads(result.read_text(encoding="utf-8"))["runs"][0]["iteration"] == 3
+
+    # A queue's earlier stage, run again once a later one has trained past it: the
+    # checkpoint (iteration 4) is not that stage's, so it is not evaluated there.
+    trained_on = long_run("run", str(preset), "--root", str(root), *TINY, "num_batches=4")
+    assert trained_on.returncode == 0, trained_on.stderr
+    stamp = result.stat().st_mtime_ns
+    earlier = long_run(*args, "num_batches=3")
+    assert earlier.returncode == 0, earlier.stderr
+    assert "is past this budget (4/3)" in earlier.stdout
+    assert result.stat().st_mtime_ns == stamp
+    assert json.loads(result.read_text(encoding="utf-8"))["runs"][0]["iteration"] == 3
