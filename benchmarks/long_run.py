@@ -218,7 +218,7 @@ def cmd_run(
         trained = total is not None and done is not None and done >= total
         # Trained past this budget (a later stage of a queue raised it): the checkpoint
         # is not this stage's, so neither is its evaluation; the later stage evaluates.
-        past = trained and done != total
+        past = trained and done > total
         if trained:
             print(f"long_run: {run_dir} finished ({done}/{total}); skipped", flush=True)
         for step in ("train", "evaluate"):

@@ -85,10 +85,9 @@ for preset in humanoid_dir humanoid_fwdback; do
     run "configs/${preset}_trpo.yaml" --root runs/r17 num_batches=200 update_threads=2 \
         sampler.backend=sync --evaluate "$EVAL"
 done
-# Walker2dRandParams to its preset's 500 as HalfCheetahRandParams above, after the Humanoid
-# families (which have no result yet):
-# at 200 its step gains nothing held out (-2.2 +/- 11.8 after one; the training tasks'
-# gain fell to zero from iteration 120; docs/results.md).
+# Walker2dRandParams to its preset's 500, as HalfCheetahRandParams above; after the Humanoid
+# families, which have no result yet. At 200 its step gains nothing held out (-2.2 +/- 11.8
+# after one; the training tasks' gain fell to zero from iteration 120; docs/results.md).
 run configs/walker2d_rand_params_trpo.yaml --root runs/r17 num_batches=500 \
     update_threads=2 sampler.backend=sync --evaluate "$EVAL"
 
