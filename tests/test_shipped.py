@@ -2,7 +2,8 @@
 
 Each ``<family>.pt`` is the final checkpoint of a training run reported in the README:
 it loads, names the family its file is called after, and adapts — on 2 held-out tasks,
-one step, the return after adaptation is above the return before (the README's
+one step (three on a family whose one-step gain is within the noise), the return after
+adaptation is above the return before (the README's
 ``maml-rl evaluate benchmarks/results/checkpoints/<family>.pt --adapt-steps 3`` gives
 the table's numbers with the full settings).
 """
@@ -43,6 +44,10 @@ FAMILIES = {
 #: adaptation shows only on a mean over more of them.
 NUM_TASKS = {"navigation2d_sparse": 10}
 
+#: Inner steps per check: on a random-physics family the gain of one step is within the
+#: per-task noise (the README reports it beyond zero after two and three steps).
+ADAPT_STEPS = {"halfcheetah_rand_params": 3}
+
 
 def test_checkpoints_are_shipped() -> None:
     assert "halfcheetah_vel" in {p.stem for p in SHIPPED}
@@ -53,11 +58,12 @@ def test_checkpoints_are_shipped() -> None:
 def test_a_shipped_policy_adapts(path: Path) -> None:
     state = load_checkpoint(path)
     assert state["config"]["env"]["id"] == FAMILIES[path.stem]
+    steps = ADAPT_STEPS.get(path.stem, 1)
     result = evaluate(
-        [path], EvalSettings(num_tasks=NUM_TASKS.get(path.stem, 2), adapt_steps=1), out=""
+        [path], EvalSettings(num_tasks=NUM_TASKS.get(path.stem, 2), adapt_steps=steps), out=""
     )
     mean = result["runs"][0]["curve"]["mean"]
-    assert len(mean) == 2 and mean[1] > mean[0], mean
+    assert len(mean) == steps + 1 and mean[-1] > mean[0], mean
 
 
 @pytest.mark.slow
